@@ -1,0 +1,59 @@
+# kubeinfer developer entry points. Heavy downloads and builds are cached under $(CACHE).
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/kubeinfer
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_CACHE_DIR := $(CACHE)/uv
+export UV_LINK_MODE := hardlink
+export PYTHONPATH := tests
+
+.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds tools dev-cluster dev-cluster-down bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.stamp: pyproject.toml
+	@command -v uv >/dev/null || python3 -m pip install -q uv
+	uv venv -q --allow-existing -p python3.11 $(VENV)
+	uv pip install -q --python $(PY) -e '.[operator,runtime,dev]'
+	@touch $@
+
+venv: $(VENV)/.stamp  ## create .venv (cached wheels, hard-linked)
+
+demo: venv  ## build a tiny model and run a 2-process data-parallel job locally
+	$(VENV)/bin/kubeinfer demo
+
+tools:  ## build the pinned control plane, etcd, helm and MinIO (cached)
+	bash hack/build-tools.sh
+
+test: venv tools  ## the whole suite: lint, unit, runtime, e2e
+	$(MAKE) lint
+	$(PY) -m pytest tests
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+test-runtime: venv
+	$(PY) -m pytest tests/runtime
+
+test-e2e: venv tools
+	$(PY) -m pytest tests/e2e
+
+lint: venv  ## ruff, mypy and the CRD drift check
+	$(VENV)/bin/ruff check api operator runtime tests bench
+	$(VENV)/bin/mypy
+
+crds: venv  ## regenerate crds/ and the chart's copy from the pydantic models
+	$(PY) -m kubeinfer_api.crd --write
+
+dev-cluster: venv tools  ## start a local control plane, node agent, S3 server and the operator
+	$(PY) -m localcluster up
+
+dev-cluster-down:
+	$(PY) -m localcluster down
+
+bench: venv  ## runtime overhead and upload-overlap benchmarks
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache

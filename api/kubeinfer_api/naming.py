@@ -1,0 +1,47 @@
+"""Deterministic child names and labels: a retried handler finds what it created before."""
+
+from __future__ import annotations
+
+MAX_JOB_NAME = 44  # <name>-workers-<ordinal> and the revision-hash label must stay within 63 chars
+JOB_LABEL = "kubeinfer.io/job-name"
+COMPONENT_LABEL = "kubeinfer.io/component"
+ATTEMPT_ANNOTATION = "kubeinfer.io/attempt"
+JOB_MOUNT_DIR = "/etc/kubeinfer"
+JOB_FILE = "job.json"
+
+
+def job_configmap(job: str) -> str:
+    return f"{job}-job"
+
+
+def progress_configmap(job: str) -> str:
+    return f"{job}-progress"
+
+
+def workers(job: str) -> str:
+    """Name of both the headless Service and the StatefulSet (pods are `<this>-<ordinal>`)."""
+    return f"{job}-workers"
+
+
+def worker_account(job: str) -> str:
+    """ServiceAccount, Role and RoleBinding of the workers."""
+    return f"{job}-worker"
+
+
+def master_addr(job: str, namespace: str) -> str:
+    return f"{workers(job)}-0.{workers(job)}.{namespace}.svc"
+
+
+def labels(job: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "kubeinfer",
+        "app.kubernetes.io/instance": job,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "kubeinfer-operator",
+        JOB_LABEL: job,
+        COMPONENT_LABEL: component,
+    }
+
+
+def selector(job: str, component: str) -> dict[str, str]:
+    return {JOB_LABEL: job, COMPONENT_LABEL: component}

@@ -1,0 +1,200 @@
+"""`DistributedInference.spec`: the single source of truth for the CRD schema and for validation.
+
+Field-level bounds and enums become OpenAPI constraints; cross-field rules are CEL
+(`x-kubernetes-validations`) so the apiserver rejects a bad spec before the operator sees it. The
+same rules are checked in Python (`kubeinfer_api.validation`) for `kubeinfer run` and the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Quantity = int | str
+URI_PATTERN = r"^(s3|gs|az|abfs|hf|file)://.+$|^/.+$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; `field_path` makes the apiserver name the field."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class SpecModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ModelSource(SpecModel):
+    uri: str = Field(max_length=2048, pattern=URI_PATTERN, description=(
+        "Where the model is: s3://, gs://, az://, hf://org/name, file:///path or /path (a mounted PVC)."))
+    pipeline: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
+        "diffusers/transformers class to load with; default: from model_index.json / config.json."))
+    dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
+    revision: str = Field("main", max_length=256, description="Branch, tag or commit (hf:// only).")
+    credentials_secret: str | None = Field(None, max_length=253, description=(
+        "Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_ENDPOINT_URL] or HF_TOKEN."))
+
+
+class TaskSpec(SpecModel):
+    type: Literal["text-to-image", "text-generation"] = "text-to-image"
+    parameters: dict[str, Any] = Field(default_factory=dict, description=(
+        "Passed to the pipeline call (e.g. num_inference_steps, height, max_new_tokens)."))
+    seed: int = Field(0, ge=0, le=2**31 - 1, description=(
+        "Item i uses seed + i, so outputs do not depend on the number of workers."))
+
+
+class InputsSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.prompts) != has(self.uri)",
+            "set exactly one of inputs.prompts (inline list) or inputs.uri (a JSONL file)"),
+    ]})
+    prompts: list[str] | None = Field(None, max_length=1000, description=(
+        "Inline prompts (up to 1000; use inputs.uri for more)."))
+    uri: str | None = Field(None, max_length=2048, pattern=URI_PATTERN, description=(
+        'JSONL, one item per line: {"id": ..., "prompt": ..., optional per-item parameters and seed}.'))
+
+
+class PipelineOptions(SpecModel):
+    split_points: list[str] = Field(default_factory=list, max_length=64, description=(
+        "Module names where stages start (e.g. transformer.h.6); empty = balanced automatically."))
+    num_chunks: int = Field(2, ge=1, le=1024, description="Micro-batches in flight through the pipeline.")
+    gather_output: bool = Field(False, description="Send the output to every rank, not only the last.")
+
+
+class DeviceMapOptions(SpecModel):
+    placement: Literal["balanced", "auto", "sequential"] = "balanced"
+    max_memory: dict[str, str] = Field(default_factory=dict, description=(
+        'Per-device cap, e.g. {"0": "70GiB", "cpu": "200GiB"}.'))
+    staged_loading: bool = Field(True, description=(
+        "Load text encoders, then the transformer, then the VAE, freeing each stage's memory."))
+
+
+class ContextOptions(SpecModel):
+    ring_degree: int = Field(1, ge=1, le=64)
+    ulysses_degree: int = Field(1, ge=1, le=64)
+    attention_backend: Literal["auto", "native", "flash", "_native_flash", "_native_cudnn", "sage"] = "auto"
+
+
+class StrategySpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.type != 'context' || has(self.context)",
+            "strategy.context (ringDegree, ulyssesDegree) is required when strategy.type is context"),
+        cel("!has(self.context) || self.context.ringDegree * self.context.ulyssesDegree >= 2",
+            "strategy.context: ringDegree * ulyssesDegree must be at least 2"),
+    ]})
+    type: Literal["data", "pipeline", "deviceMap", "context", "auto"] = "data"
+    batch_size: int = Field(1, ge=1, le=1024, description="Items per pipeline call on one rank.")
+    pipeline: PipelineOptions | None = None
+    device_map: DeviceMapOptions | None = None
+    context: ContextOptions | None = None
+
+
+class ResourceRequirements(SpecModel):
+    model_config = ConfigDict(alias_generator=None, extra="forbid")
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class WorkersSpec(SpecModel):
+    nodes: int = Field(1, ge=1, le=1024, description="Worker pods.")
+    gpus_per_node: int = Field(0, ge=0, le=16, description="nvidia.com/gpu per pod; 0 runs on CPU (gloo).")
+    processes_per_node: int | None = Field(None, ge=1, le=64, description=(
+        "torchrun processes per pod; default gpusPerNode (1 on CPU and for deviceMap)."))
+    image: str | None = Field(None, max_length=512, description="Default: the operator's workerImage.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    priority_class_name: str | None = Field(None, max_length=253)
+    scheduler_name: str | None = Field(None, max_length=253)
+    env: list[dict[str, Any]] = Field(default_factory=list, description="EnvVar list; wins over injected env.")
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    shm_size: Quantity = Field("8Gi", description="Size of the memory-backed /dev/shm (NCCL needs > 64Mi).")
+
+
+class RendezvousSpec(SpecModel):
+    port: int = Field(29500, ge=1024, le=65535)
+    timeout_seconds: int = Field(600, ge=10, le=7200, description=(
+        "How long workers wait for the master and for collectives before failing."))
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl on GPUs, gloo on CPU.")
+
+
+class OutputSpec(SpecModel):
+    uri: str = Field(max_length=2048, pattern=URI_PATTERN, description="Prefix for outputs: s3://bucket/run/.")
+    format: Literal["png", "jpeg", "webp", "jsonl"] | None = Field(None, description=(
+        "Default png for text-to-image, jsonl for text-generation."))
+    credentials_secret: str | None = Field(None, max_length=253, description=(
+        "Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_ENDPOINT_URL (or GCS/Azure keys)."))
+    endpoint_url: str | None = Field(None, max_length=1024, pattern=r"^https?://.+$", description=(
+        "S3-compatible endpoint (MinIO, Ceph, R2); may also come from the Secret."))
+    contact_sheet: bool = Field(True, description="Write contact-sheet.png with thumbnails of all images.")
+
+
+class FailurePolicy(SpecModel):
+    max_restarts: int = Field(3, ge=0, le=100, description="Gang restarts before the job is Failed.")
+    stall_timeout_seconds: int = Field(900, ge=0, le=86400, description=(
+        "Restart the gang when no item completes for this long while running; 0 disables."))
+
+
+class SuccessPolicy(SpecModel):
+    min_succeeded_ratio: float = Field(1.0, ge=0.0, le=1.0, description=(
+        "Fraction of items that must succeed for the job to be Complete."))
+
+
+IMMUTABLE = "spec.{0} is immutable; delete and recreate the job (committed outputs are skipped)"
+_WORLD_SIZE = ("self.workers.nodes * (has(self.workers.processesPerNode) ? self.workers.processesPerNode"
+               " : (self.workers.gpusPerNode > 0 && self.strategy.type != 'deviceMap'"
+               " ? self.workers.gpusPerNode : 1))")
+
+
+class DistributedInferenceSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel(f"!has(self.strategy.context) || ({_WORLD_SIZE}) % (self.strategy.context.ringDegree"
+            " * self.strategy.context.ulyssesDegree) == 0",
+            "strategy.context: ringDegree * ulyssesDegree must divide the world size "
+            "(workers.nodes * processes per node)", ".strategy.context"),
+        cel("!(self.rendezvous.backend == 'nccl' && self.workers.gpusPerNode == 0)",
+            "rendezvous.backend nccl needs GPUs: set workers.gpusPerNode > 0 or backend gloo/auto",
+            ".rendezvous.backend"),
+        cel(f"self.strategy.type != 'pipeline' || ({_WORLD_SIZE}) >= 2",
+            "strategy pipeline needs at least 2 processes (workers.nodes * processes per node)",
+            ".strategy.type"),
+        cel("self.strategy.type != 'pipeline' || self.task.type == 'text-generation'",
+            "strategy pipeline runs transformers models: use task.type text-generation", ".strategy.type"),
+        cel("self.strategy.type != 'context' || self.task.type == 'text-to-image'",
+            "strategy context runs diffusers transformers: use task.type text-to-image", ".strategy.type"),
+        cel("!has(self.output.format) || (self.task.type == 'text-generation') == (self.output.format == 'jsonl')",
+            "output.format: use jsonl for text-generation and png, jpeg or webp for text-to-image",
+            ".output.format"),
+        cel("self.strategy.type != 'deviceMap' || !has(self.workers.processesPerNode)"
+            " || self.workers.processesPerNode == 1",
+            "strategy deviceMap runs one process per pod: remove workers.processesPerNode or set it to 1",
+            ".workers.processesPerNode"),
+    ]})
+
+    model: ModelSource
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    inputs: InputsSpec
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    workers: WorkersSpec = Field(default_factory=WorkersSpec)
+    rendezvous: RendezvousSpec = Field(default_factory=RendezvousSpec)
+    output: OutputSpec
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
+    success_policy: SuccessPolicy = Field(default_factory=SuccessPolicy)
+    suspend: bool = Field(False, description="true removes the workers and keeps the job; false resumes it.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, description=(
+        "Delete the job this long after it is Complete or Failed."))
+
+
+#: Fields that may not change after creation (CEL `self == oldSelf` on each).
+IMMUTABLE_FIELDS = ("model", "task", "inputs", "strategy", "workers", "rendezvous", "output")

@@ -1,0 +1,100 @@
+"""`DistributedInference.status`: conditions, reasons and the observed fields.
+
+Conditions are the state (no phase machine); `state` is a one-word summary derived from them for
+`kubectl get`. Every reason is a documented constant (see README, "Conditions").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubeinfer_api.spec import SpecModel
+
+ConditionType = Literal["Created", "Running", "Restarting", "Complete", "Failed", "Suspended"]
+CONDITION_TYPES: tuple[ConditionType, ...] = (
+    "Created", "Running", "Restarting", "Complete", "Failed", "Suspended")
+
+
+class Reason:
+    """CamelCase reasons carried by conditions and events."""
+
+    CHILDREN_CREATED = "ChildrenCreated"
+    WORKERS_RUNNING = "WorkersRunning"
+    WORKERS_PENDING = "WorkersPending"
+    WORKER_FAILED = "WorkerFailed"
+    WORKER_RESTARTED = "WorkerRestarted"
+    POD_DELETED = "PodDeleted"
+    POD_EVICTED = "PodEvicted"
+    NODE_NOT_READY = "NodeNotReady"
+    STALLED = "Stalled"
+    RENDEZVOUS_TIMEOUT = "RendezvousTimeout"
+    MAX_RESTARTS_EXCEEDED = "MaxRestartsExceeded"
+    INVALID_SPEC = "InvalidSpec"
+    ITEMS_COMPLETE = "ItemsComplete"
+    TOO_MANY_FAILED_ITEMS = "TooManyFailedItems"
+    SUSPENDED = "JobSuspended"
+    RESUMED = "JobResumed"
+
+
+class Condition(SpecModel):
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=128)
+    message: str = Field("", max_length=32768)
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class Plan(SpecModel):
+    strategy: str
+    world_size: int
+    nodes: int
+    processes_per_node: int
+    groups: int = Field(description="Data-parallel replicas (a context group or a pipeline counts once).")
+    group_size: int
+    backend: Literal["nccl", "gloo"]
+    explanation: str = ""
+
+
+class ProgressStatus(SpecModel):
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    items_per_second: float = 0.0
+    eta_seconds: int | None = None
+    percent: int = 0
+    phase: str = ""
+    updated_at: str | None = None
+
+
+class OutputStatus(SpecModel):
+    uri: str
+    manifest: str | None = None
+    objects: int = 0
+    bytes: int = 0
+
+
+class FirstFailure(SpecModel):
+    pod: str
+    container: str | None = None
+    exit_code: int | None = None
+    reason: str
+    message: str = Field("", max_length=4096)
+    attempt: int = 0
+    time: str | None = None
+
+
+class DistributedInferenceStatus(SpecModel):
+    observed_generation: int | None = None
+    state: str | None = Field(None, description="One-word summary of the conditions, for kubectl get.")
+    conditions: list[Condition] = Field(default_factory=list)
+    plan: Plan | None = None
+    progress: ProgressStatus | None = None
+    attempt: int = 0
+    restarts: int = 0
+    output: OutputStatus | None = None
+    first_failure: FirstFailure | None = None
+    start_time: str | None = None
+    completion_time: str | None = None

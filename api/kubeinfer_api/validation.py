@@ -1,0 +1,102 @@
+"""Validation with messages that name the field and the fix.
+
+`parse_manifest` is what `kubeinfer run`, `kubeinfer validate` and the operator use; the cross-field
+rules mirror the CEL rules of the CRD, so a local run and the apiserver reject the same specs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubeinfer_api import API_VERSION, KIND
+from kubeinfer_api.naming import MAX_JOB_NAME
+from kubeinfer_api.plan import processes_per_node, world_size
+from kubeinfer_api.spec import DistributedInferenceSpec
+
+
+class SpecError(ValueError):
+    """A spec that can never run; the message lists every problem, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+def parse_spec(raw: dict[str, Any]) -> DistributedInferenceSpec:
+    """Parse and check a spec; raise SpecError naming each bad field."""
+    try:
+        spec = DistributedInferenceSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError([f"{_field(e['loc'])}: {e['msg']}" for e in err.errors()]) from None
+    problems = cross_field_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def parse_manifest(manifest: dict[str, Any]) -> tuple[str, DistributedInferenceSpec]:
+    """(name, spec) of a DistributedInference manifest."""
+    problems = []
+    if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
+        problems.append(f"apiVersion/kind: expected {API_VERSION} {KIND}")
+    name = str((manifest.get("metadata") or {}).get("name", ""))
+    problems += name_problems(name)
+    if problems:
+        raise SpecError(problems)
+    return name, parse_spec(manifest.get("spec") or {})
+
+
+def name_problems(name: str) -> list[str]:
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name or ""):
+        return ["metadata.name: use lowercase letters, digits and '-' (a DNS label)"]
+    if len(name) > MAX_JOB_NAME:
+        return [f"metadata.name: at most {MAX_JOB_NAME} characters (pod names derive from it)"]
+    return []
+
+
+def cross_field_problems(spec: DistributedInferenceSpec) -> list[str]:
+    """The CRD's CEL rules, in Python."""
+    problems = []
+    strategy, task, world = spec.strategy, spec.task.type, world_size(spec)
+    if (spec.inputs.prompts is None) == (spec.inputs.uri is None):
+        problems.append("spec.inputs: set exactly one of inputs.prompts (inline list) or inputs.uri (a JSONL file)")
+    if strategy.type == "context" and strategy.context is None:
+        problems.append("spec.strategy.context: required when strategy.type is context "
+                        "(set ringDegree and/or ulyssesDegree)")
+    if strategy.context is not None:
+        degree = strategy.context.ring_degree * strategy.context.ulysses_degree
+        if degree < 2:
+            problems.append("spec.strategy.context: ringDegree * ulyssesDegree must be at least 2")
+        elif world % degree:
+            problems.append(f"spec.strategy.context: ringDegree * ulyssesDegree ({degree}) must divide the "
+                            f"world size ({world} = workers.nodes * processes per node)")
+    if spec.rendezvous.backend == "nccl" and spec.workers.gpus_per_node == 0:
+        problems.append("spec.rendezvous.backend: nccl needs GPUs: set workers.gpusPerNode > 0 or backend gloo/auto")
+    if strategy.type == "pipeline" and world < 2:
+        problems.append("spec.strategy.type: pipeline needs at least 2 processes (workers.nodes * processes per node)")
+    if strategy.type == "pipeline" and task != "text-generation":
+        problems.append("spec.strategy.type: pipeline runs transformers models: use task.type text-generation")
+    if strategy.type == "context" and task != "text-to-image":
+        problems.append("spec.strategy.type: context runs diffusers transformers: use task.type text-to-image")
+    fmt = spec.output.format
+    if fmt is not None and (task == "text-generation") != (fmt == "jsonl"):
+        problems.append("spec.output.format: use jsonl for text-generation and png, jpeg or webp for text-to-image")
+    if strategy.type == "deviceMap" and processes_per_node(spec) != 1:
+        problems.append("spec.workers.processesPerNode: strategy deviceMap runs one process per pod: "
+                        "remove it or set it to 1")
+    return problems
+
+
+def output_format(spec: DistributedInferenceSpec) -> str:
+    """The effective output format (its default depends on the task)."""
+    if spec.output.format:
+        return spec.output.format
+    return "jsonl" if spec.task.type == "text-generation" else "png"
