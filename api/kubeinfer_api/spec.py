@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 Quantity = int | str
 URI_PATTERN = r"^(s3|gs|az|abfs|hf|file)://.+$|^/.+$"
