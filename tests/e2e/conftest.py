@@ -1,0 +1,148 @@
+"""Fixtures for end-to-end tests against the local control plane of real upstream components.
+
+The binaries come from ``hack/build-tools.sh``; when they are missing the fixtures fail with that
+fix in the message (never skip: a skipped e2e suite must not look like a passing one).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client import ApiException
+
+from localcluster.binaries import binary, log_tail
+from localcluster.controlplane import ControlPlane
+from localcluster.s3 import S3Server
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: ControlPlane) -> Iterator[Any]:
+    """An admin ``kubernetes.client.ApiClient``."""
+    with control_plane.api_client() as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: ControlPlane) -> Kubectl:
+    """Run the pinned kubectl as admin: ``kubectl("get", "pods", "-n", ns, input=None, check=True)``."""
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(binary("kubectl")), f"--kubeconfig={control_plane.admin_kubeconfig}", *args]
+        result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, api_client: Any) -> Iterator[str]:
+    """A fresh namespace per test, ready for pods (its default service account exists), deleted after."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{uuid.uuid4().hex[:5]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"kubeinfer-e2e": "1"})))
+    wait_for(lambda: _has_default_serviceaccount(core, name), f"default service account in {name}", 30)
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.25) -> Any:
+    """Poll ``check`` until it returns something truthy and return it; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def _has_default_serviceaccount(core: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        core.read_namespaced_service_account("default", namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On failure, attach the namespace's objects, its events and component log tails to the report."""
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        _attach_dumps(item, report)
+    return report
+
+
+def _attach_dumps(item: pytest.Item, report: pytest.TestReport) -> None:
+    # funcargs holds every fixture in the test's closure, so a test using `namespace` has the plane.
+    funcargs = getattr(item, "funcargs", {})
+    plane = funcargs.get("control_plane")
+    if plane is None:
+        return
+    namespace = funcargs.get("namespace")
+    if namespace:
+        report.sections.append((f"namespace {namespace}", _dump_namespace(plane, namespace)))
+    logs: list[Path] = list(plane.log_files())
+    s3 = funcargs.get("s3_server")
+    if s3 is not None:
+        logs.append(s3.log_file)
+    for log in logs:
+        report.sections.append((f"log tail {log.name}", log_tail(log, 60)))
+
+
+def _dump_namespace(plane: ControlPlane, namespace: str) -> str:
+    """``kubectl get`` of every listable namespaced kind, then the events in time order."""
+    kubectl = [str(binary("kubectl")), f"--kubeconfig={plane.admin_kubeconfig}"]
+
+    def run(*args: str) -> str:
+        result = subprocess.run([*kubectl, *args], capture_output=True, text=True, timeout=30)
+        return result.stdout + result.stderr
+
+    kinds = [
+        k
+        for k in run("api-resources", "--namespaced", "--verbs=list", "-o", "name").split()
+        if k.split(".")[0] != "events"
+    ] or ["all"]
+    return "\n".join(
+        [
+            run("get", ",".join(kinds), "-n", namespace, "-o", "wide", "--ignore-not-found"),
+            run("get", "pods", "-n", namespace, "-o", "yaml"),
+            run("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
+        ]
+    )

@@ -1,0 +1,133 @@
+"""The local control plane runs the real controllers and enforces RBAC, as the operator tests assume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client import ApiException
+
+from e2e.conftest import Kubectl, wait_for
+from localcluster.controlplane import ControlPlane
+
+pytestmark = pytest.mark.e2e
+
+
+def _statefulset(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": {
+            "serviceName": name,
+            "replicas": replicas,
+            # Parallel: with no node to run pod-0, OrderedReady would never create pod-1.
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["true"]}]},
+            },
+        },
+    }
+
+
+def _pods(core: client.CoreV1Api, namespace: str) -> list[Any]:
+    return list(core.list_namespaced_pod(namespace, label_selector="app=web").items)
+
+
+def test_statefulset_controller_creates_indexed_pods(api_client: Any, namespace: str) -> None:
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    body: Any = _statefulset("web", 2)
+    sts: Any = apps.create_namespaced_stateful_set(namespace, body)
+
+    pods = wait_for(lambda: len(_pods(core, namespace)) == 2 and _pods(core, namespace), "2 pods of web", 60)
+    assert sorted(p.metadata.name for p in pods) == ["web-0", "web-1"]
+    for pod in pods:
+        index = pod.metadata.name.rsplit("-", 1)[1]
+        assert pod.metadata.labels["apps.kubernetes.io/pod-index"] == index
+        assert pod.metadata.labels["statefulset.kubernetes.io/pod-name"] == pod.metadata.name
+        [owner] = pod.metadata.owner_references
+        assert (owner.kind, owner.uid, owner.controller) == ("StatefulSet", sts.metadata.uid, True)
+        # The ServiceAccount admission plugin ran: the pod gets a projected API token volume.
+        assert any(v.projected for v in pod.spec.volumes)
+
+    # The scheduler is alive: with no nodes it reports the pods unschedulable.
+    def unschedulable() -> bool:
+        conditions = [c for p in _pods(core, namespace) for c in (p.status.conditions or [])]
+        scheduled = [c for c in conditions if c.type == "PodScheduled"]
+        return len(scheduled) == 2 and all(c.reason == "Unschedulable" for c in scheduled)
+
+    wait_for(unschedulable, "PodScheduled=False/Unschedulable on both pods", 60)
+
+    # The garbage collector deletes the pods the StatefulSet owned.
+    apps.delete_namespaced_stateful_set("web", namespace, propagation_policy="Background")
+    wait_for(lambda: not _pods(core, namespace), "garbage collection of web's pods", 60)
+
+
+def test_namespace_gets_root_ca_and_default_serviceaccount(
+    control_plane: ControlPlane, api_client: Any, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    account: Any = core.read_namespaced_service_account("default", namespace)
+    assert account.metadata.name == "default"
+    config_map = wait_for(lambda: _read_config_map(core, namespace, "kube-root-ca.crt"), "kube-root-ca.crt", 30)
+    assert config_map.data["ca.crt"] == control_plane.ca_file.read_text()
+
+
+def _read_config_map(core: client.CoreV1Api, namespace: str, name: str) -> Any:
+    try:
+        return core.read_namespaced_config_map(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _status_of(call: Any) -> int:
+    try:
+        call()
+    except ApiException as error:
+        return int(error.status)
+    return 200
+
+
+def test_serviceaccount_kubeconfig_has_exactly_its_rbac(
+    control_plane: ControlPlane, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl("create", "serviceaccount", "reader", "-n", namespace)
+    kubectl("create", "role", "read-configmaps", "--verb=get,list", "--resource=configmaps", "-n", namespace)
+    kubectl(
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=read-configmaps",
+        f"--serviceaccount={namespace}:reader",
+        "-n",
+        namespace,
+    )
+
+    kubeconfig = control_plane.kubeconfig_for_serviceaccount(namespace, "reader")
+    with control_plane.api_client(kubeconfig) as limited:
+        core = client.CoreV1Api(limited)
+        allowed = _status_of(lambda: core.list_namespaced_config_map(namespace))
+        denied = {
+            "create configmap": _status_of(
+                lambda: core.create_namespaced_config_map(
+                    namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="x"))
+                )
+            ),
+            "list pods": _status_of(lambda: core.list_namespaced_pod(namespace)),
+            "list configmaps in kube-system": _status_of(lambda: core.list_namespaced_config_map("kube-system")),
+            "list namespaces": _status_of(core.list_namespace),
+        }
+    assert allowed == 200
+    assert denied == dict.fromkeys(denied, 403)
+
+    # kubectl agrees when impersonating the service account.
+    result = kubectl(
+        "auth", "can-i", "list", "pods", "-n", namespace, f"--as=system:serviceaccount:{namespace}:reader", check=False
+    )
+    assert result.stdout.strip() == "no"

@@ -1,0 +1,1 @@
+"""A local cluster of real upstream Kubernetes components (and MinIO) for tests and `make dev-cluster`."""
