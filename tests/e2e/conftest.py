@@ -137,7 +137,7 @@ def _dump_namespace(plane: ControlPlane, namespace: str) -> str:
     kinds = [
         k
         for k in run("api-resources", "--namespaced", "--verbs=list", "-o", "name").split()
-        if k.split(".")[0] != "events"
+        if k.split(".")[0] not in {"events", "endpoints"}
     ] or ["all"]
     return "\n".join(
         [

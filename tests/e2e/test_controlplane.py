@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import socket
+import ssl
+import uuid
 from typing import Any
 
 import pytest
@@ -131,3 +136,49 @@ def test_serviceaccount_kubeconfig_has_exactly_its_rbac(
         "auth", "can-i", "list", "pods", "-n", namespace, f"--as=system:serviceaccount:{namespace}:reader", check=False
     )
     assert result.stdout.strip() == "no"
+
+
+def test_serving_cert_is_valid_for_the_pod_bridge_address(control_plane: ControlPlane) -> None:
+    # Pods reach the apiserver at 10.244.0.1; the TLS name check must pass for that address.
+    context = ssl.create_default_context(cafile=str(control_plane.ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", control_plane.pod_api_port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=control_plane.pod_api_host) as tls,
+    ):
+        assert tls.version() is not None
+
+
+def test_node_lifecycle_marks_a_silent_node_unreachable(control_plane: ControlPlane, api_client: Any) -> None:
+    name = f"silent-{uuid.uuid4().hex[:6]}"
+    heartbeat = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "test",
+        "lastHeartbeatTime": heartbeat,
+        "lastTransitionTime": heartbeat,
+    }
+    admin = client.CoreV1Api(api_client)
+    other = f"other-{name}"
+    admin.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=other)))
+    try:
+        with control_plane.api_client(control_plane.kubeconfig_for_node(name)) as node_api:
+            core = client.CoreV1Api(node_api)
+            core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name)))
+            core.patch_node_status(name, {"status": {"conditions": [ready]}})
+            # The Node authorizer and NodeRestriction: a node may not touch another node.
+            assert _status_of(lambda: core.patch_node(other, {"metadata": {"labels": {"a": "b"}}})) == 403
+
+        def unreachable() -> bool:
+            node: Any = admin.read_node(name)
+            status = {c.type: c.status for c in node.status.conditions or []}
+            taints = {t.key for t in node.spec.taints or []}
+            return status.get("Ready") == "Unknown" and "node.kubernetes.io/unreachable" in taints
+
+        # No heartbeat after node-monitor-grace-period: Ready=Unknown and the unreachable taint.
+        wait_for(unreachable, f"node {name} marked unreachable", 90)
+    finally:
+        for node_name in (name, other):
+            with contextlib.suppress(ApiException):
+                admin.delete_node(node_name)
