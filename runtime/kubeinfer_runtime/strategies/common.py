@@ -1,0 +1,84 @@
+"""Helpers every strategy shares: dtypes, per-item parameters, batching and sharding.
+
+Batches are formed from the global item list *before* it is split between ranks, so a batch holds
+the same items whatever the world size: outputs then match a single-process run bit for bit even
+with batchSize > 1 (a batch of two is not bitwise equal to two batches of one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+from kubeinfer_runtime.strategies.base import Item, Result
+
+T = TypeVar("T")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"spec.model.dtype: unsupported dtype {name!r}; use one of {sorted(DTYPES)}") from None
+
+
+def item_parameters(task_parameters: dict[str, Any], item: Item) -> dict[str, Any]:
+    """task.parameters overridden by the item's own (from the JSONL line)."""
+    return {**task_parameters, **item.parameters}
+
+
+def make_batches(items: Sequence[Item], batch_size: int, task_parameters: dict[str, Any]) -> list[list[Item]]:
+    """Consecutive items, at most `batch_size`, sharing identical call parameters (one pipeline call each)."""
+    batches: list[list[Item]] = []
+    for item in items:
+        params = item_parameters(task_parameters, item)
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and item_parameters(task_parameters, last[0]) == params:
+            last.append(item)
+        else:
+            batches.append([item])
+    return batches
+
+
+def shard_for_process(units: Sequence[T]) -> list[T]:
+    """This process's share via accelerate's `split_between_processes(apply_padding=True)`, padding dropped.
+
+    accelerate pads every shard to the longest one with copies of the *global* last unit (a process
+    with no real work gets one too), so only the first `per + (rank < extra)` entries are this
+    process's own.
+    """
+    from accelerate import PartialState
+
+    if not units:
+        return []
+    state = PartialState()
+    with state.split_between_processes(list(units), apply_padding=True) as padded:
+        mine = list(padded)
+    per, extra = divmod(len(units), state.num_processes)
+    return mine[: per + (1 if state.process_index < extra else 0)]
+
+
+def contiguous_shard(units: Sequence[T], index: int, count: int) -> list[T]:
+    """The same contiguous split as accelerate's, for replicas that are groups of ranks."""
+    per, extra = divmod(len(units), count)
+    start = index * per + min(index, extra)
+    return list(units[start:start + per + (1 if index < extra else 0)])
+
+
+def timed_results(batch: Sequence[Item], compute: Callable[[], list[Any]]) -> Iterator[Result]:
+    """Run one batch; a failure becomes an error Result for each of its items (successPolicy decides)."""
+    start = time.perf_counter()
+    try:
+        outputs = compute()
+    except (RuntimeError, ValueError, TypeError) as err:
+        seconds = (time.perf_counter() - start) / len(batch)
+        for item in batch:
+            yield Result(item=item, error=f"{type(err).__name__}: {err}", seconds=seconds)
+        return
+    seconds = (time.perf_counter() - start) / len(batch)
+    for item, output in zip(batch, outputs, strict=True):
+        yield Result(item=item, output=output, seconds=seconds)

@@ -1,0 +1,70 @@
+"""`data`: every process holds the whole model and computes its share of the batches.
+
+Batches are cut from the global item list, then split with accelerate's `split_between_processes`
+(padding dropped); each item is seeded by its own seed, so outputs equal a single-process run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
+from kubeinfer_runtime.strategies.common import item_parameters, make_batches, shard_for_process, timed_results
+from kubeinfer_runtime.strategies.diffusion import check_call_parameters, generate_images
+from kubeinfer_runtime.strategies.textgen import generate_text, generation_kwargs
+
+Compute = Callable[[list[Item]], list[Any]]
+
+
+def image_compute(pipe: Any, task_parameters: dict[str, Any]) -> Compute:
+    """Compute function for text-to-image; bad task.parameters fail here, before any item runs."""
+    check_call_parameters(pipe, task_parameters)
+
+    def compute(batch: list[Item]) -> list[Any]:
+        params = item_parameters(task_parameters, batch[0])
+        check_call_parameters(pipe, params)
+        return generate_images(pipe, batch, params)
+
+    return compute
+
+
+def text_compute(model: Any, tokenizer: Any, task_parameters: dict[str, Any], device: str) -> Compute:
+    generation_kwargs(task_parameters)
+
+    def compute(batch: list[Item]) -> list[Any]:
+        return [generate_text(model, tokenizer, item, item_parameters(task_parameters, item), device)
+                for item in batch]
+
+    return compute
+
+
+def run_batches(items: Sequence[Item], batch_size: int, task_parameters: dict[str, Any],
+                compute: Compute) -> Iterator[Result]:
+    """This process's share of the global batches (one replica per process)."""
+    for batch in shard_for_process(make_batches(items, batch_size, task_parameters)):
+        yield from timed_results(batch, lambda batch=batch: compute(batch))  # type: ignore[misc]
+
+
+@register
+class DataParallel(Strategy):
+    name = "data"
+    compute: Compute
+
+    def load(self) -> None:
+        from kubeinfer_runtime.strategies.diffusion import load_pipeline
+        from kubeinfer_runtime.strategies.textgen import load_lm
+
+        spec, device = self.ctx.job.spec, self.ctx.dist.device
+        if spec.task.type == "text-to-image":
+            pipe = load_pipeline(self.ctx.model_dir, spec.model).to(device)
+            pipe.set_progress_bar_config(disable=True)
+            self.compute = image_compute(pipe, spec.task.parameters)
+        else:
+            model, tokenizer = load_lm(self.ctx.model_dir, spec.model)
+            self.compute = text_compute(model.to(device), tokenizer, spec.task.parameters, device)
+
+    def run(self, items: Sequence[Item]) -> Iterator[Result]:
+        spec = self.ctx.job.spec
+        batch_size = spec.strategy.batch_size if spec.task.type == "text-to-image" else 1
+        yield from run_batches(items, batch_size, spec.task.parameters, self.compute)

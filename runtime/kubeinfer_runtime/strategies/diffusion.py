@@ -1,0 +1,77 @@
+"""Loading a diffusers pipeline from a spec and calling it for a batch of items (data, deviceMap, context).
+
+Each item gets its own CPU `torch.Generator` seeded with `item.seed`, so its image depends on the
+item alone: not on the rank, the batch neighbours' seeds or the device it runs on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kubeinfer_api.spec import ModelSource
+from kubeinfer_runtime.strategies.base import Item
+from kubeinfer_runtime.strategies.common import torch_dtype
+
+#: Call arguments kubeinfer sets itself; a user value would break seeding or the one-image-per-item rule.
+RESERVED = ("prompt", "generator", "output_type", "num_images_per_prompt", "return_dict", "latents")
+
+
+def pipeline_class(model_dir: Path, source: ModelSource) -> type[Any]:
+    """The DiffusionPipeline subclass named by spec.model.pipeline or model_index.json, checked against the files."""
+    import diffusers
+
+    index_file = model_dir / "model_index.json"
+    if not index_file.is_file():
+        raise ValueError(f"spec.model.uri: {model_dir} has no model_index.json, so it is not a diffusers pipeline "
+                         "(task.type text-to-image needs one)")
+    index = json.loads(index_file.read_text())
+    name = source.pipeline or index.get("_class_name", "")
+    cls = getattr(diffusers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)):
+        raise ValueError(f"spec.model.pipeline: {name!r} is not a diffusers pipeline class "
+                         "(e.g. FluxPipeline, StableDiffusionPipeline); leave it unset to use model_index.json")
+    expected, _optional = cls._get_signature_keys(cls)
+    missing = sorted(set(expected) - set(index))
+    if missing:
+        raise ValueError(f"spec.model.pipeline: {name} needs components {missing} that {model_dir} does not have "
+                         f"(its model_index.json describes a {index.get('_class_name')}); fix or unset it")
+    return cls
+
+
+def load_pipeline(model_dir: Path, source: ModelSource, **overrides: Any) -> Any:
+    """`from_pretrained` with the spec's class and dtype; `overrides` replace or drop components."""
+    cls = pipeline_class(model_dir, source)
+    return cls.from_pretrained(model_dir, dtype=torch_dtype(source.dtype), **overrides)
+
+
+def check_call_parameters(pipe: Any, params: dict[str, Any]) -> None:
+    """Reject task.parameters the pipeline does not take, before any compute."""
+    reserved = sorted(set(params) & set(RESERVED))
+    if reserved:
+        raise ValueError(f"task.parameters: {reserved} are set by kubeinfer (prompts from inputs, seeds from "
+                         "task.seed); remove them")
+    signature = inspect.signature(pipe.__call__)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    unknown = sorted(set(params) - set(signature.parameters))
+    if unknown:
+        raise ValueError(f"task.parameters: {type(pipe).__name__} does not take {unknown}; "
+                         f"it takes {sorted(set(signature.parameters) - set(RESERVED))}")
+
+
+def generators(batch: list[Item]) -> list[torch.Generator]:
+    return [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
+
+
+@torch.inference_mode()
+def generate_images(pipe: Any, batch: list[Item], params: dict[str, Any], **extra: Any) -> list[Any]:
+    """One pipeline call for the batch; PIL images in item order (or latents with output_type=latent)."""
+    output_type = extra.pop("output_type", "pil")
+    out = pipe(prompt=[item.prompt for item in batch], generator=generators(batch), output_type=output_type,
+               num_images_per_prompt=1, **params, **extra)
+    return list(out.images)

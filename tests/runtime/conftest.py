@@ -1,0 +1,36 @@
+"""Fixtures for the runtime tests: tiny models (built once per version, cached) and a torchrun launcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from strategy_harness import Launcher, launch, tiny_model
+
+
+@pytest.fixture(scope="session")
+def flux_dir() -> Path:
+    return tiny_model("flux")
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir() -> Path:
+    return tiny_model("gpt2")
+
+
+@pytest.fixture(scope="session")
+def llama_dir() -> Path:
+    return tiny_model("llama")
+
+
+@pytest.fixture
+def run_strategy(tmp_path: Path) -> Launcher:
+    counter = iter(range(100))
+
+    def run(spec: dict[str, Any], model_dir: Path, cases: dict[str, list[dict[str, Any]]],
+            nproc: int = 2) -> list[dict[str, Any]]:
+        return launch(spec, model_dir, cases, nproc, tmp_path / f"run{next(counter)}")
+
+    return run
