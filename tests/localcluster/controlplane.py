@@ -186,6 +186,8 @@ class ControlPlane:
             server=True,
         )
         write_service_account_keys(self.pki)
+        # The front-proxy CA (as kubeadm sets up) lets the apiserver's request-header authn start clean.
+        CertificateAuthority(self.pki / "front-proxy").issue("client", "front-proxy-client")
         identities = {
             "admin": ("kubeinfer-admin", ("system:masters",)),
             "controller-manager": ("system:kube-controller-manager", ()),
@@ -243,6 +245,13 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--profiling=false",
                 f"--cert-dir={pki / 'apiserver-generated'}",
+                f"--requestheader-client-ca-file={pki / 'front-proxy' / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy' / 'client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy' / 'client.key'}",
             ],
         )
         wait_until(self._apiserver_ready, "kube-apiserver /readyz", 120, self.logs / "kube-apiserver.log")
