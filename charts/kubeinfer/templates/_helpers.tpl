@@ -1,0 +1,105 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "kubeinfer.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-qualified name of every object; the release name alone when it already says kubeinfer. */}}
+{{- define "kubeinfer.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubeinfer.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "kubeinfer.labels" -}}
+helm.sh/chart: {{ include "kubeinfer.chart" . }}
+{{ include "kubeinfer.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubeinfer
+{{- end }}
+
+{{/* Labels that select the operator pod (immutable in the Deployment: keep them few). */}}
+{{- define "kubeinfer.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubeinfer.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* The operator's ServiceAccount: a name is required when the chart does not create it. */}}
+{{- define "kubeinfer.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubeinfer.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name: name an existing ServiceAccount when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kubeinfer.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "kubeinfer.workerImage" -}}
+{{- printf "%s:%s" .Values.workerImage.repository (default .Chart.AppVersion .Values.workerImage.tag) }}
+{{- end }}
+
+{{/*
+RBAC rules for the namespaced objects the operator manages. The same list goes into the ClusterRole
+(cluster-wide mode) or into one Role per watched namespace (namespaced mode). Explicit verbs only.
+*/}}
+{{- define "kubeinfer.namespacedRules" -}}
+# The jobs: kopf watches them and patches finalizers, progress annotations and status.
+- apiGroups: [kubeinfer.io]
+  resources: [distributedinferences]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [kubeinfer.io]
+  resources: [distributedinferences/status]
+  verbs: [get, patch, update]
+# Children of a job: job + progress ConfigMaps, headless Service, worker ServiceAccount.
+- apiGroups: [""]
+  resources: [configmaps, services, serviceaccounts]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [get, list, watch, create, patch, delete]
+# Gang restart deletes the workers' pods; failures are read from their status.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, delete]
+# The worker Role may get/patch the job's progress ConfigMap; RBAC lets the operator grant that
+# only because it holds configmaps get/patch itself (above).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
+
+{{/* Cluster-scoped, read-only: needed in both modes. */}}
+{{- define "kubeinfer.clusterRules" -}}
+# kopf discovers the CRD; the operator spots workers stuck on NotReady nodes.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
