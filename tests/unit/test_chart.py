@@ -1,0 +1,268 @@
+"""The Helm chart: `helm lint` and the rendered manifests for each important toggle.
+
+Runs the pinned helm that `hack/build-tools.sh` builds (`make tools`); a missing binary fails with
+that fix instead of skipping, so a chart that was never rendered cannot look like a passing one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from localcluster.binaries import binary, read_versions
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kubeinfer"
+RELEASE, NAMESPACE = "ki", "kubeinfer-system"
+CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding"}
+RBAC_KINDS = CLUSTER_KINDS | {"Role", "RoleBinding"}
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+#: (apiGroup, resource, verbs) the operator needs in every namespace it manages (see the design).
+NAMESPACED_NEEDS = [
+    ("kubeinfer.io", "distributedinferences", {"get", "list", "watch", "patch", "update"}),
+    ("kubeinfer.io", "distributedinferences/status", {"patch"}),
+    ("", "configmaps", {"get", "list", "watch", "create", "patch", "delete"}),
+    ("", "services", {"get", "list", "watch", "create", "patch", "delete"}),
+    ("", "serviceaccounts", {"get", "list", "watch", "create", "patch", "delete"}),
+    ("apps", "statefulsets", {"get", "list", "watch", "create", "patch", "delete"}),
+    ("", "pods", {"get", "list", "watch", "delete"}),
+    ("rbac.authorization.k8s.io", "roles", {"get", "create", "patch", "delete"}),
+    ("rbac.authorization.k8s.io", "rolebindings", {"get", "create", "patch", "delete"}),
+    ("", "events", {"create", "patch"}),
+    ("events.k8s.io", "events", {"create", "patch"}),
+]
+CLUSTER_NEEDS = [
+    ("apiextensions.k8s.io", "customresourcedefinitions", {"get", "list", "watch"}),
+    ("", "nodes", {"get", "list", "watch"}),
+]
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the pinned helm; the caller checks the return code."""
+    return subprocess.run([str(binary("helm")), *args], capture_output=True, text=True, timeout=60)
+
+
+def template(*sets: str, include_crds: bool = False) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart as an install on the pinned Kubernetes version would see it."""
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+            "--kube-version", read_versions()["KUBERNETES_VERSION"]]
+    args += [arg for value in sets for arg in ("--set", value)]
+    return helm(*args, *(["--include-crds"] if include_crds else []))
+
+
+def render(*sets: str, include_crds: bool = False) -> list[dict[str, Any]]:
+    result = template(*sets, include_crds=include_crds)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["operator"]
+    return containers[0]
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in operator_container(docs)["env"]}
+
+
+def allows(rules: list[dict[str, Any]], group: str, resource: str, verbs: set[str]) -> bool:
+    granted: set[str] = set()
+    for rule in rules:
+        if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
+            granted |= set(rule["verbs"])
+    return verbs <= granted
+
+
+def test_lint_strict_passes() -> None:
+    for extra in ([], ["--set", "watchNamespaces={a,b}", "--set", "metrics.serviceMonitor.enabled=true"]):
+        result = helm("lint", "--strict", str(CHART), *extra)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_render_runs_one_restricted_operator() -> None:
+    docs = render()
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"}
+    deployment = only(docs, "Deployment")
+    assert deployment["metadata"]["namespace"] == NAMESPACE
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = operator_container(docs)
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert "readinessProbe" not in container
+    assert container["image"] == "ghcr.io/kubeinfer/kubeinfer-operator:0.1.0"
+
+
+def test_liveness_probe_targets_kopf_liveness_endpoint() -> None:
+    container = operator_container(render("operator.healthPort=8181"))
+    assert "--liveness=http://0.0.0.0:8181/healthz" in container["args"]
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports[probe["port"]] == 8181
+
+
+def test_operator_env_carries_worker_image_and_metrics_port() -> None:
+    env = env_of(render())
+    assert env["KUBEINFER_WORKER_IMAGE"] == "ghcr.io/kubeinfer/kubeinfer-runtime:0.1.0"
+    assert env["KUBEINFER_METRICS_PORT"] == "9090"
+    assert "KUBEINFER_NAMESPACES" not in env, "cluster-wide mode must not restrict namespaces"
+    env = env_of(render("workerImage.repository=registry.local/worker", "workerImage.tag=gpu-1",
+                        "metrics.port=9300", "operator.extraEnv[0].name=EXTRA", "operator.extraEnv[0].value=enabled"))
+    assert env["KUBEINFER_WORKER_IMAGE"] == "registry.local/worker:gpu-1"
+    assert env["KUBEINFER_METRICS_PORT"] == "9300"
+    assert env["EXTRA"] == "enabled"
+
+
+def test_metrics_service_selects_the_operator_port() -> None:
+    docs = render("metrics.port=9300")
+    service, deployment = only(docs, "Service"), only(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    [port] = service["spec"]["ports"]
+    assert port["port"] == 9300
+    named = {p["name"]: p["containerPort"] for p in operator_container(docs)["ports"]}
+    assert named[port["targetPort"]] == 9300
+
+
+def test_cluster_wide_rbac_grants_what_the_operator_needs() -> None:
+    docs = render()
+    role, binding = only(docs, "ClusterRole"), only(docs, "ClusterRoleBinding")
+    for group, resource, verbs in NAMESPACED_NEEDS + CLUSTER_NEEDS:
+        assert allows(role["rules"], group, resource, verbs), (group, resource, verbs)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}
+    sa = only(docs, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["name"], "namespace": NAMESPACE}]
+    assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["name"]
+
+
+def test_namespaced_mode_has_roles_per_namespace_and_no_cluster_write() -> None:
+    docs = render("watchNamespaces={team-a,team-b}")
+    assert env_of(docs)["KUBEINFER_NAMESPACES"] == "team-a,team-b"
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"team-a", "team-b"}
+    sa_name = only(docs, "ServiceAccount")["metadata"]["name"]
+    for namespace, role in roles.items():
+        for group, resource, verbs in NAMESPACED_NEEDS:
+            assert allows(role["rules"], group, resource, verbs), (namespace, resource, verbs)
+        assert bindings[namespace]["roleRef"]["name"] == role["metadata"]["name"]
+        assert bindings[namespace]["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}]
+    cluster_role = only(docs, "ClusterRole")
+    for group, resource, verbs in CLUSTER_NEEDS:
+        assert allows(cluster_role["rules"], group, resource, verbs)
+    for rule in cluster_role["rules"]:
+        assert not set(rule["verbs"]) & WRITE_VERBS, f"cluster-wide write in namespaced mode: {rule}"
+        assert not {"distributedinferences", "pods", "configmaps", "secrets"} & set(rule["resources"]), rule
+
+
+@pytest.mark.parametrize("sets", [(), ("watchNamespaces={a,b}",)], ids=["cluster", "namespaced"])
+def test_rbac_has_no_wildcards_and_no_secrets(sets: tuple[str, ...]) -> None:
+    rules = [rule for d in render(*sets) if d["kind"] in RBAC_KINDS - {"RoleBinding", "ClusterRoleBinding"}
+             for rule in d["rules"]]
+    assert rules
+    for rule in rules:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], f"wildcard {key} in {rule}"
+        assert "secrets" not in rule["resources"], "the operator never reads Secrets; workers mount them"
+
+
+def test_rbac_create_false_renders_no_rbac() -> None:
+    for sets in [("rbac.create=false",), ("rbac.create=false", "watchNamespaces={a}")]:
+        kinds = {d["kind"] for d in render(*sets)}
+        assert not kinds & RBAC_KINDS
+        assert {"ServiceAccount", "Deployment"} <= kinds
+
+
+def test_existing_service_account_is_used_and_bound() -> None:
+    docs = render("serviceAccount.create=false", "serviceAccount.name=platform-operator")
+    assert "ServiceAccount" not in {d["kind"] for d in docs}
+    assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "platform-operator"
+    assert only(docs, "ClusterRoleBinding")["subjects"][0]["name"] == "platform-operator"
+
+
+def test_existing_service_account_needs_a_name() -> None:
+    result = template("serviceAccount.create=false")
+    assert result.returncode != 0
+    assert "serviceAccount.name: name an existing ServiceAccount" in result.stderr
+
+
+def test_service_monitor_toggle() -> None:
+    assert "ServiceMonitor" not in {d["kind"] for d in render()}
+    docs = render("metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom",
+                  "metrics.serviceMonitor.interval=15s")
+    monitor, service = only(docs, "ServiceMonitor"), only(docs, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["interval"] == "15s"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("image.tagg=1", "additional properties 'tagg' not allowed"),
+    ("metrics.serviceMonitor.enable=true", "additional properties 'enable' not allowed"),
+    ("rbca.create=false", "additional properties 'rbca' not allowed"),
+    ("operator.logLevel=loud", "logLevel"),
+    ("watchNamespaces={Team_A}", "watchNamespaces/0"),
+    ("metrics.port=80", "metrics/port"),
+])
+def test_schema_rejects_typos_and_bad_values(value: str, message: str) -> None:
+    result = template(value)
+    assert result.returncode != 0, f"--set {value} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_schema_closes_every_object() -> None:
+    """`additionalProperties: false` wherever the schema lists properties, so no typo passes."""
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if "properties" in node:
+                assert node.get("additionalProperties") is False, f"{path} is open to typos"
+            for key, sub in node.items():
+                walk(sub, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, sub in enumerate(node):
+                walk(sub, f"{path}/{index}")
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    walk(schema, "")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) == set(schema["properties"]), "values.yaml and values.schema.json disagree"
+
+
+def test_crd_ships_with_the_chart_and_is_kept_on_uninstall() -> None:
+    docs = render(include_crds=True)
+    crd = only(docs, "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    generated = REPO / "crds" / "distributedinferences.kubeinfer.io.yaml"
+    assert (CHART / "crds" / generated.name).read_text() == generated.read_text(), "run `make crds`"
+    assert crd == yaml.safe_load(generated.read_text())
+    assert not list((CHART / "templates").rglob("*crd*")), "the CRD lives only in crds/ (generated)"
+
+
+def test_old_kubernetes_is_refused() -> None:
+    result = helm("template", RELEASE, str(CHART), "--kube-version", "v1.27.0")
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr
