@@ -266,3 +266,86 @@ def test_old_kubernetes_is_refused() -> None:
     result = helm("template", RELEASE, str(CHART), "--kube-version", "v1.27.0")
     assert result.returncode != 0
     assert "kubeVersion" in result.stderr
+
+
+# ---------------------------------------------------------------- Dockerfile (cannot be built here: no Docker)
+
+def dockerfile_stages() -> dict[str, dict[str, Any]]:
+    """Stages by name: base image (global ARGs resolved) and (instruction, arguments) in order."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    args: dict[str, str] = {}
+    stages: dict[str, dict[str, Any]] = {}
+    current: list[tuple[str, str]] | None = None
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        instruction, rest = instruction.upper(), " ".join(rest.split())
+        if instruction == "ARG" and current is None:
+            key, _, value = rest.partition("=")
+            args[key] = value
+        elif instruction == "FROM":
+            base, _, name = rest.partition(" AS ")
+            for key, value in args.items():
+                base = base.replace("${" + key + "}", value)
+            current = []
+            stages[name] = {"base": base, "steps": current}
+        elif current is not None:
+            current.append((instruction, rest))
+    return stages
+
+
+def steps(stage: dict[str, Any], instruction: str) -> list[str]:
+    return [rest for kind, rest in stage["steps"] if kind == instruction]
+
+
+def pyproject() -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+@pytest.mark.parametrize(("target", "extra", "script"), [
+    ("operator", "operator", "kubeinfer-operator"), ("runtime", "runtime", "kubeinfer-worker")])
+def test_dockerfile_target_installs_its_extra_and_runs_as_non_root(target: str, extra: str, script: str) -> None:
+    stages = dockerfile_stages()
+    final = stages[target]
+    [copy] = steps(final, "COPY")
+    assert copy == f"--from={target}-build /opt/venv /opt/venv", "only the built venv enters the final image"
+    installs = " ".join(steps(stages[f"{target}-build"], "RUN"))
+    assert "pip install" in installs and f'".[{extra}]"' in installs and installs.count(".[") == 1
+    assert steps(final, "USER")[-1] == "1000:1000"
+    assert steps(final, "ENTRYPOINT") == [f'["{script}"]']
+    assert script in pyproject()["scripts"]
+    assert final["base"] == stages[f"{target}-build"]["base"], "the venv must run on the interpreter it was built on"
+
+
+def test_dockerfile_final_images_have_no_build_tools() -> None:
+    stages = dockerfile_stages()
+    for target in ("operator", "runtime"):
+        commands = " ".join(steps(stages[target], "RUN"))
+        assert "pip install" not in commands
+        for tool in ("build-essential", "gcc", "g++", "make ", "-dev ", "git", "curl", "wget"):
+            assert tool not in commands, f"{tool} in the {target} image"
+    assert "nvidia/cuda" in stages["runtime"]["base"], "the runtime image needs a CUDA-capable base"
+
+
+def test_operator_image_has_no_torch_and_runtime_image_no_kopf() -> None:
+    project = pyproject()
+
+    def names(requirements: list[str]) -> set[str]:
+        return {req.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip().lower() for req in requirements}
+
+    base, extras = names(project["dependencies"]), project["optional-dependencies"]
+    operator, runtime = base | names(extras["operator"]), base | names(extras["runtime"])
+    assert {"kopf", "kubernetes", "pydantic"} <= operator and not {"torch", "diffusers", "accelerate"} & operator
+    assert {"torch", "diffusers", "accelerate"} <= runtime and "kopf" not in runtime
+
+
+def test_dockerignore_sends_only_the_packages() -> None:
+    rules = [r for r in (REPO / ".dockerignore").read_text().splitlines() if r and not r.startswith("#")]
+    assert rules[0] == "**", "everything is excluded first (.venv, .git, caches, outputs)"
+    included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    copied = {step.split()[0].rstrip("/") for step in steps(dockerfile_stages()["operator-build"], "COPY")}
+    assert copied - {"pyproject.toml", "README.md"} <= included
+    assert {"pyproject.toml", "README.md", "api", "operator", "runtime"} == included
