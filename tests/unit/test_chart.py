@@ -302,7 +302,8 @@ def steps(stage: dict[str, Any], instruction: str) -> list[str]:
 def pyproject() -> dict[str, Any]:
     import tomllib
 
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return project
 
 
 @pytest.mark.parametrize(("target", "extra", "script"), [
