@@ -100,6 +100,32 @@ check_pins() {
   done
 }
 
+# ldflags_of COMPONENT: -s -w plus the version stamps upstream's own Makefiles set. Without them the
+# apiserver reports v0.0.0-master (helm's kubeVersion checks and `kubectl version` then fail).
+ldflags_of() {
+  local flags="-s -w" v pkg
+  case "$1" in
+    kubernetes)
+      v="${KUBERNETES_VERSION#v}"
+      for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        flags+=" -X ${pkg}.gitVersion=${KUBERNETES_VERSION} -X ${pkg}.gitMajor=${v%%.*}"
+        flags+=" -X ${pkg}.gitMinor=$(echo "${v}" | cut -d. -f2) -X ${pkg}.gitTreeState=clean"
+      done
+      ;;
+    helm)
+      flags+=" -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+      flags+=" -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+      # helm's default kube version for `helm template`, derived from its client-go like its Makefile.
+      v="$(cd "${HACK_DIR}/gobuild/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)"
+      v="$(echo "${v#v}" | cut -d. -f2)"
+      for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        flags+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${v}"
+      done
+      ;;
+  esac
+  echo "${flags}"
+}
+
 build_component() {
   local comp="$1" missing=() b
   for b in $(binaries_of "${comp}"); do [[ -x "$(bin_path "${b}")" ]] || missing+=("${b}"); done
@@ -111,7 +137,7 @@ build_component() {
   log "${comp}: building ${missing[*]} (cold builds take many minutes on few cores)"
   # shellcheck disable=SC2046  # build_targets is a word list on purpose
   (cd "${HACK_DIR}/gobuild/${comp}" &&
-    go build -trimpath -ldflags='-s -w' -o "${out}/" $(build_targets "${comp}")) ||
+    go build -trimpath -ldflags="$(ldflags_of "${comp}")" -o "${out}/" $(build_targets "${comp}")) ||
     { rm -rf "${out}"; die "${comp}: go build (see the compiler output above)"; }
   for b in $(binaries_of "${comp}"); do
     [[ -x "${out}/${b}" ]] || { rm -rf "${out}"; die "${comp}: go build produced no ${b}"; }

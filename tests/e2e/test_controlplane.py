@@ -6,7 +6,9 @@ import contextlib
 import datetime as dt
 import socket
 import ssl
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,9 @@ from kubernetes import client
 from kubernetes.client import ApiException
 
 from e2e.conftest import Kubectl, wait_for
-from localcluster.controlplane import ControlPlane
+from localcluster.binaries import binary, read_versions
+from localcluster.controlplane import POD_API_HOST, ControlPlane
+from localcluster.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
 
@@ -182,3 +186,27 @@ def test_node_lifecycle_marks_a_silent_node_unreachable(control_plane: ControlPl
         for node_name in (name, other):
             with contextlib.suppress(ApiException):
                 admin.delete_node(node_name)
+
+
+def test_s3_server_stores_objects(s3_server: S3Server) -> None:
+    s3_server.create_bucket("roundtrip")
+    s3_server.create_bucket("roundtrip")  # idempotent: already ours is fine
+    s3 = s3_server.client()
+    s3.put_object(Bucket="roundtrip", Key="a/b.txt", Body=b"hello")
+    assert s3.get_object(Bucket="roundtrip", Key="a/b.txt")["Body"].read() == b"hello"
+    assert s3_server.pod_endpoint_url == f"http://{POD_API_HOST}:{s3_server.port}"
+
+
+def test_helm_installs_a_chart(control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: '>=1.37.0-0'\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\ndata: {kube: '{{ .Capabilities.KubeVersion }}'}\n"
+    )
+    helm = [str(binary("helm")), f"--kubeconfig={control_plane.admin_kubeconfig}", "-n", namespace]
+    result = subprocess.run([*helm, "install", "probe", str(chart), "--wait"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    # The apiserver reports the pinned version (not v0.0.0-master), so kubeVersion constraints work.
+    version = kubectl("get", "configmap", "probe", "-n", namespace, "-o", "jsonpath={.data.kube}").stdout
+    assert version == read_versions()["KUBERNETES_VERSION"]
