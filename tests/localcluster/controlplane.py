@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 import yaml
+from kubernetes import client, config
 
 from localcluster.binaries import binary, binary_path, free_port, log_tail, spawn, stop_pidfile, wait_until
 from localcluster.certs import CertificateAuthority, KeyPair, write_service_account_keys
@@ -47,15 +48,15 @@ class Ports:
         return cls(*(free_port() for _ in range(5)))
 
 
-def write_kubeconfig(path: Path, server: str, ca: Path, *, client: KeyPair | None = None, token: str = "") -> Path:
+def write_kubeconfig(path: Path, server: str, ca: Path, *, cert: KeyPair | None = None, token: str = "") -> Path:
     """A self-contained kubeconfig (data embedded) for a client cert or a bearer token."""
 
     def b64(file: Path) -> str:
         return base64.b64encode(file.read_bytes()).decode()
 
     user: dict[str, str] = {"token": token}
-    if client is not None:
-        user = {"client-certificate-data": b64(client.cert), "client-key-data": b64(client.key)}
+    if cert is not None:
+        user = {"client-certificate-data": b64(cert.cert), "client-key-data": b64(cert.key)}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -98,7 +99,10 @@ class ControlPlane:
             raise RuntimeError("control plane not started")
         return self.ports.apiserver
 
-    pod_api_port = api_port
+    @property
+    def pod_api_port(self) -> int:
+        """The port pods use with ``pod_api_host`` (KUBERNETES_SERVICE_PORT)."""
+        return self.api_port
 
     @property
     def server_url(self) -> str:
@@ -139,16 +143,12 @@ class ControlPlane:
 
     def api_client(self, kubeconfig: Path | None = None) -> Any:
         """A ``kubernetes.client.ApiClient`` (admin unless another kubeconfig is given)."""
-        from kubernetes import config
-
         return config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig or self.admin_kubeconfig)
         )
 
     def kubeconfig_for_serviceaccount(self, namespace: str, name: str, expiration_seconds: int = 86400) -> Path:
         """A token kubeconfig with exactly the RBAC of ``namespace/name`` (TokenRequest API)."""
-        from kubernetes import client
-
         with self.api_client() as api_client:
             request = client.AuthenticationV1TokenRequest(
                 spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
@@ -161,9 +161,7 @@ class ControlPlane:
     def kubeconfig_for_node(self, node_name: str) -> Path:
         """A kubelet-style identity (system:node:<name>) so the Node authorizer applies to it."""
         pair = self._ca().issue(f"node-{node_name}", f"system:node:{node_name}", organizations=("system:nodes",))
-        return write_kubeconfig(
-            self.workdir / f"node-{node_name}.kubeconfig", self.server_url, self.ca_file, client=pair
-        )
+        return write_kubeconfig(self.workdir / f"node-{node_name}.kubeconfig", self.server_url, self.ca_file, cert=pair)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -196,7 +194,7 @@ class ControlPlane:
         for stem, (common_name, orgs) in identities.items():
             pair = ca.issue(stem, common_name, organizations=orgs)
             target = self.admin_kubeconfig if stem == "admin" else self.pki / f"{stem}.kubeconfig"
-            write_kubeconfig(target, self.server_url, self.ca_file, client=pair)
+            write_kubeconfig(target, self.server_url, self.ca_file, cert=pair)
 
     def _spawn(self, name: str, args: list[str]) -> None:
         spawn(name, [binary(name), *args], self.logs, detach=self.detach)
