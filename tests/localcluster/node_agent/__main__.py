@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-port", type=int, default=6443, help="KUBERNETES_SERVICE_PORT given to pods")
     p.add_argument("--label", action="append", default=[], help="extra node label KEY=VALUE")
     p.add_argument("--env", action="append", default=[], help="extra env KEY=VALUE for every container")
-    p.add_argument("--lease-seconds", type=int, default=40)
+    p.add_argument("--lease-seconds", type=int, default=10, help="renewed every quarter of this")
     p.add_argument("--backoff-base", type=float, default=10.0, help="first crash-loop back-off (kubelet: 10s)")
     p.add_argument("--backoff-max", type=float, default=300.0)
     p.add_argument("--kubelet-version", default="v1.37.2")

@@ -39,7 +39,7 @@ class AgentConfig:
     api_port: int = 6443
     labels: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
-    lease_seconds: int = 40
+    lease_seconds: int = 10
     backoff_base: float = 10.0
     backoff_max: float = 300.0
     version: str = "v1.37.2"
@@ -141,8 +141,7 @@ class Agent:
         try:
             for node in self.cfg.nodes:
                 network.cleanup_leftovers(node)  # processes of a crashed earlier agent for this node
-            for heart in self.hearts:
-                heart.register()
+            self._register()
             self.pods.start()
             self.services.start()
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
@@ -153,6 +152,20 @@ class Agent:
                     self.tick()
         finally:
             self.shutdown()
+
+    def _register(self, timeout: float = 60.0) -> None:
+        """Register every node, waiting for an apiserver that is still starting."""
+        deadline = time.monotonic() + timeout
+        for heart in self.hearts:
+            while True:
+                try:
+                    heart.register()
+                    break
+                except Exception as err:
+                    if time.monotonic() > deadline or self.stop.is_set():
+                        raise
+                    log.warning("registering node %s: %s (retrying)", heart.name, err)
+                    self.stop.wait(1.0)
 
     def _heartbeats(self) -> None:
         interval = max(1.0, self.cfg.lease_seconds / 4)

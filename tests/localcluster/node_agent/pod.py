@@ -196,7 +196,11 @@ class PodRunner:
             if code is None:
                 continue
             del self.procs[rec.name]
-            rec.terminated = terminated_state(code, proc.termination_message(code), rec.running_since, rec.container_id)
+            start_error = proc.start_error()
+            message = start_error or proc.termination_message(code)
+            rec.terminated = terminated_state(code, message, rec.running_since, rec.container_id)
+            if start_error:
+                rec.terminated["reason"] = "StartError"
             rec.running_since = None
             log.info("%s: %s exited with %d", self.key, rec.name, code)
             self._after_exit(rec, code, is_init=rec in self.init_records)

@@ -2,17 +2,18 @@
 
 `ip netns exec` puts the process in the pod's network namespace and bind-mounts the pod's
 /etc/netns/<ns>/{hosts,resolv.conf}; `unshare --mount --uts` gives it a private mount table, where
-a short shell prologue sets the hostname and bind-mounts the volumes at their real paths before
-exec'ing the command (same pid, so the process group is the container).
+a short prologue sets the hostname and bind-mounts the volumes at their real paths before exec'ing
+the command (same pid, so the process group is the container).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,19 +41,49 @@ class Launch:
     fallback_to_logs: bool = False
 
 
-def prologue(launch: Launch) -> str:
-    """The shell run inside the new namespaces before the command replaces it."""
-    q = shlex.quote
-    lines = ["set -e", f"hostname {q(launch.hostname)}"]
-    for m in launch.mounts:
-        lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
-        if m.read_only:
-            lines.append(f"mount -o remount,bind,ro {q(m.target)}")
-    lines.append(f"mount --bind {q(str(launch.termination_host_path))} {q(launch.termination_path)}")
-    if launch.working_dir:
-        lines.append(f"cd {q(launch.working_dir)}")
-    lines.append('exec "$@"')
-    return "\n".join(lines)
+# Runs inside the new namespaces (python, not sh: sh drops env names such as "app.conf" that
+# kubelet passes through). A failure is recorded beside the termination file as a StartError.
+PROLOGUE = """
+import json, os, socket, subprocess, sys
+spec = json.loads(sys.argv[1])
+try:
+    socket.sethostname(spec["hostname"])
+    for src, dst, ro in spec["mounts"]:
+        subprocess.run(["mount", "--bind", src, dst], check=True, capture_output=True)
+        if ro:
+            subprocess.run(["mount", "-o", "remount,bind,ro", dst], check=True, capture_output=True)
+    if spec["workingDir"]:
+        os.chdir(spec["workingDir"])
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except FileNotFoundError:
+        raise OSError(f'exec: "{sys.argv[2]}": executable file not found in $PATH') from None
+    except OSError as err:
+        raise OSError(f'exec: "{sys.argv[2]}": {err.strerror}') from None
+except (OSError, subprocess.CalledProcessError) as err:
+    detail = getattr(err, "stderr", b"") or b""
+    message = f"{err} {detail.decode(errors='replace')}".strip()
+    open(spec["startError"], "w").write(message)
+    print(f"node agent: cannot start container: {message}", file=sys.stderr, flush=True)
+    sys.exit(128)
+"""
+
+
+def prologue_spec(launch: Launch) -> str:
+    mounts = [(m.source, m.target, m.read_only) for m in launch.mounts]
+    mounts.append((str(launch.termination_host_path), launch.termination_path, False))
+    return json.dumps(
+        {
+            "hostname": launch.hostname,
+            "mounts": mounts,
+            "workingDir": launch.working_dir,
+            "startError": str(start_error_path(launch)),
+        }
+    )
+
+
+def start_error_path(launch: Launch) -> Path:
+    return launch.termination_host_path.with_suffix(".starterror")
 
 
 def exit_code(returncode: int) -> int:
@@ -67,13 +98,14 @@ class ContainerProcess:
         self.launch = launch
         launch.termination_host_path.parent.mkdir(parents=True, exist_ok=True)
         launch.termination_host_path.write_bytes(b"")
+        start_error_path(launch).unlink(missing_ok=True)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(launch.log_path, "ab") as log:
             self.log_offset = log.tell()
             argv = [
                 "ip", "netns", "exec", launch.netns,
                 "unshare", "--mount", "--uts", "--propagation", "private", "--",
-                "/bin/sh", "-c", prologue(launch), "sh", *launch.argv,
+                sys.executable, "-I", "-S", "-c", PROLOGUE, prologue_spec(launch), *launch.argv,
             ]  # fmt: skip
             self.popen = subprocess.Popen(
                 argv,
@@ -110,6 +142,13 @@ class ContainerProcess:
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
+
+    def start_error(self) -> str | None:
+        """Why the command could not be started (exec or mount failure), if that is what happened."""
+        try:
+            return start_error_path(self.launch).read_text()
+        except OSError:
+            return None
 
     def termination_message(self, code: int) -> str:
         """The terminationMessagePath file, else (FallbackToLogsOnError, failed) the last log lines."""

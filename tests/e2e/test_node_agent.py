@@ -1,0 +1,354 @@
+"""The test node agent behaves like kubelet against the real control plane.
+
+Two agent processes serve one node each, so StatefulSet pods placed on different nodes must find
+each other through the DNS names every agent publishes, exactly as operator-created workers will.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client import ApiException
+
+from e2e.conftest import wait_for
+from localcluster.controlplane import ControlPlane
+from localcluster.node_agent.launcher import NodeAgentProcess
+
+pytestmark = pytest.mark.e2e
+NODES = ("na-node-1", "na-node-2")
+
+
+@pytest.fixture(scope="module")
+def agents(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, api_client: Any
+) -> Iterator[list[NodeAgentProcess]]:
+    """One agent process per node (sharing a workdir for logs); nodes deleted afterwards."""
+    workdir = tmp_path_factory.mktemp("node-agent")
+    started: list[NodeAgentProcess] = []
+    try:
+        for node in NODES:
+            agent = NodeAgentProcess(control_plane.admin_kubeconfig, [node], workdir, api_port=control_plane.api_port)
+            started.append(agent.start())
+        yield started
+    finally:
+        for agent in started:
+            agent.stop()
+        core = client.CoreV1Api(api_client)
+        for node in NODES:
+            try:
+                core.delete_node(node)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+
+def _pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": "kubeinfer/test:dev", "command": ["python", "-c", textwrap.dedent(script)]}
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, **spec.pop("metadata", {})},
+        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
+    }
+
+
+def _read(core: client.CoreV1Api, namespace: str, name: str) -> Any:
+    return core.read_namespaced_pod(name, namespace)
+
+
+def _log(agent: NodeAgentProcess, namespace: str, pod: str, container: str = "main") -> str:
+    path = agent.container_log(namespace, pod, container)
+    return path.read_text() if path.exists() else ""
+
+
+PEER_SCRIPT = """
+import os, socket, sys, time
+ns, me, index = os.environ["NS"], os.environ["POD_NAME"], int(os.environ["POD_INDEX"])
+if index == 0:
+    server = socket.create_server(("0.0.0.0", 7000))
+    conn, _ = server.accept()
+    print("got", conn.recv(100).decode(), flush=True)
+    conn.sendall(f"ack from {me}".encode())
+    conn.close()
+else:
+    name = f"peer-0.peer.{ns}.svc.cluster.local"
+    for _ in range(600):
+        try:
+            addr = socket.gethostbyname(name)
+            conn = socket.create_connection((addr, 7000), timeout=5)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        sys.exit(f"could not reach {name}")
+    conn.sendall(f"hello from {me}".encode())
+    print("resolved", addr, "reply", conn.recv(100).decode(), flush=True)
+print("hosts:", open("/etc/hosts").read().replace(chr(10), " | "), flush=True)
+time.sleep(3600)
+"""
+
+
+def _peer_statefulset(namespace: str) -> dict[str, Any]:
+    labels = {"app": "peer"}
+    env = [
+        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": "POD_INDEX",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}},
+        },
+    ]
+    anti = {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": labels}, "topologyKey": "kubernetes.io/hostname"}
+        ]
+    }
+    template = _pod("x", PEER_SCRIPT, container={"env": env}, affinity={"podAntiAffinity": anti})
+    template["spec"]["restartPolicy"] = "Always"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "peer"},
+        "spec": {
+            "serviceName": "peer",
+            "replicas": 2,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": template["spec"]},
+        },
+    }
+
+
+def test_statefulset_pods_on_two_nodes_resolve_each_other_and_talk(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "peer"},
+        "spec": {"clusterIP": "None", "selector": {"app": "peer"}, "ports": [{"port": 7000}]},
+    }
+    core.create_namespaced_service(namespace, service)
+    apps.create_namespaced_stateful_set(namespace, _peer_statefulset(namespace))
+
+    agent = agents[0]
+    wait_for(lambda: "reply ack from peer-0" in _log(agent, namespace, "peer-1"), "peer-1 to get a reply", 90)
+    assert "got hello from peer-1" in _log(agent, namespace, "peer-0")
+    pods = {p.metadata.name: p for p in core.list_namespaced_pod(namespace).items}
+    assert {pods["peer-0"].spec.node_name, pods["peer-1"].spec.node_name} == set(NODES)
+    assert f"resolved {pods['peer-0'].status.pod_ip} reply" in _log(agent, namespace, "peer-1")
+    for name, pod in pods.items():
+        assert pod.status.phase == "Running"
+        assert pod.status.pod_ip.startswith("10.244.")
+        [cs] = pod.status.container_statuses
+        assert cs.ready and cs.state.running is not None and cs.image == "kubeinfer/test:dev"
+        ready = {c.type: c.status for c in pod.status.conditions}
+        assert ready["Ready"] == ready["ContainersReady"] == ready["Initialized"] == "True", name
+    # every form of the name the cluster DNS would answer, plus the pod's own entry
+    hosts = _log(agent, namespace, "peer-1")
+    ip0 = pods["peer-0"].status.pod_ip
+    fqdn = f"peer-0.peer.{namespace}.svc.cluster.local"
+    assert f"{ip0}\t{fqdn} peer-0.peer.{namespace}.svc peer-0.peer.{namespace} peer-0.peer" in hosts
+    assert f"{pods['peer-1'].status.pod_ip}\tpeer-1.peer.{namespace}.svc.cluster.local peer-1" in hosts
+
+
+ENV_SCRIPT = """
+import json, os, socket
+from kubernetes import client, config
+config.load_incluster_config()
+body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+review = client.AuthenticationV1Api().create_self_subject_review(body)
+out = {k: v for k, v in os.environ.items() if k.startswith(("E_", "CM_"))}
+out["user"] = review.status.user_info.username
+out["hostname"] = socket.gethostname()
+out["cwd"] = os.getcwd()
+paths = ["/etc/demo/config/app.conf", "/etc/demo/secret/token", "/etc/demo/info/labels"]
+out["files"] = {p: open(p).read() for p in paths}
+out["shm_is_tmpfs"] = any(l.split()[1] == "/dev/shm" and l.split()[2] == "tmpfs" for l in open("/proc/mounts"))
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_env_downward_api_volumes_and_in_cluster_api(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "app.conf": "x=1\n"}}
+    )
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "sec"}, "stringData": {"token": "s3cr3t"}})
+    env = [
+        {"name": "E_LITERAL", "value": "plain"},
+        {"name": "E_EXPANDED", "value": "$(E_LITERAL)-x-$(UNDEFINED)-$$(E_LITERAL)"},
+        {"name": "E_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "E_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "E_TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+        {"name": "E_NOTE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}}},
+        {"name": "E_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "E_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "E_GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+        {"name": "E_SECRET", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "token"}}},
+    ]
+    mounts = [
+        {"name": "config", "mountPath": "/etc/demo/config", "readOnly": True},
+        {"name": "secret", "mountPath": "/etc/demo/secret"},
+        {"name": "info", "mountPath": "/etc/demo/info"},
+        {"name": "shm", "mountPath": "/dev/shm"},
+    ]
+    volumes = [
+        {"name": "config", "configMap": {"name": "cfg"}},
+        {"name": "secret", "secret": {"secretName": "sec"}},
+        {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+    ]
+    container = {
+        "env": env,
+        "envFrom": [{"prefix": "CM_", "configMapRef": {"name": "cfg"}}],
+        "volumeMounts": mounts,
+        "workingDir": "/etc/demo/config",
+    }
+    meta = {"labels": {"tier": "backend"}, "annotations": {"note": "n1"}}
+    core.create_namespaced_pod(
+        namespace, _pod("envy", ENV_SCRIPT, container=container, volumes=volumes, metadata=meta, hostname="envy-host")
+    )
+
+    pod = wait_for(
+        lambda: (p := _read(core, namespace, "envy")).status.phase in ("Succeeded", "Failed") and p,
+        "pod envy to finish",
+        60,
+    )
+    log = _log(agents[0], namespace, "envy") + _log(agents[1], namespace, "envy")
+    assert pod.status.phase == "Succeeded", log
+    seen = json.loads(log.strip().splitlines()[-1])
+    assert seen["E_LITERAL"] == "plain"
+    assert seen["E_EXPANDED"] == "plain-x-$(UNDEFINED)-$(E_LITERAL)"
+    assert (seen["E_NAME"], seen["E_NS"], seen["E_TIER"], seen["E_NOTE"]) == ("envy", namespace, "backend", "n1")
+    assert seen["E_IP"] == pod.status.pod_ip and seen["E_NODE"] == pod.spec.node_name
+    assert (seen["E_GREETING"], seen["E_SECRET"]) == ("hello", "s3cr3t")
+    assert (seen["CM_greeting"], seen["CM_app.conf"]) == ("hello", "x=1\n")
+    assert seen["user"] == f"system:serviceaccount:{namespace}:default"
+    assert (seen["hostname"], seen["cwd"]) == ("envy-host", "/etc/demo/config")
+    assert seen["files"] == {
+        "/etc/demo/config/app.conf": "x=1\n",
+        "/etc/demo/secret/token": "s3cr3t",
+        "/etc/demo/info/labels": 'tier="backend"',
+    }
+    assert seen["shm_is_tmpfs"] is True
+    # the mounts were private to the pod
+    assert not Path("/etc/demo/config/app.conf").exists()
+
+
+def test_exit_codes_and_termination_messages(api_client: Any, namespace: str, agents: list[NodeAgentProcess]) -> None:
+    core = client.CoreV1Api(api_client)
+    pod = _pod("fails", "open('/dev/termination-log', 'w').write('custom reason'); raise SystemExit(3)")
+    pod["spec"]["containers"].append(
+        {
+            "name": "logs",
+            "image": "kubeinfer/test:dev",
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "command": ["python", "-c", "print('line one'); print('boom: the last words', flush=True); exit(5)"],
+        }
+    )
+    pod["spec"]["containers"].append({"name": "ok", "image": "kubeinfer/test:dev", "command": ["true"]})
+    pod["spec"]["containers"].append({"name": "missing", "image": "kubeinfer/test:dev", "command": ["no-such-cmd"]})
+    core.create_namespaced_pod(namespace, pod)
+
+    done = wait_for(
+        lambda: (p := _read(core, namespace, "fails")).status.phase in ("Succeeded", "Failed") and p,
+        "pod fails to finish",
+        60,
+    )
+    assert done.status.phase == "Failed"
+    states = {cs.name: cs.state.terminated for cs in done.status.container_statuses}
+    assert (states["main"].exit_code, states["main"].reason, states["main"].message) == (3, "Error", "custom reason")
+    assert (states["logs"].exit_code, states["logs"].reason) == (5, "Error")
+    assert states["logs"].message.endswith("line one\nboom: the last words")
+    assert (states["ok"].exit_code, states["ok"].reason, states["ok"].message) == (0, "Completed", None)
+    assert (states["missing"].exit_code, states["missing"].reason) == (128, "StartError")
+    assert "no-such-cmd" in states["missing"].message
+
+
+def test_restart_policy_always_restarts_and_counts(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, _pod("crashy", "print('run', flush=True); exit(4)", restartPolicy="Always"))
+
+    def restarted_twice() -> Any:
+        pod = _read(core, namespace, "crashy")
+        statuses = pod.status.container_statuses or []
+        return statuses and statuses[0].restart_count >= 2 and pod
+
+    pod = wait_for(restarted_twice, "crashy to restart twice", 60)
+    [cs] = pod.status.container_statuses
+    assert pod.status.phase == "Running"
+    assert cs.last_state.terminated.exit_code == 4
+    log = _log(agents[0], namespace, "crashy") + _log(agents[1], namespace, "crashy")
+    assert log.count("run\n") >= 3  # appended across restarts
+
+
+GRACEFUL = """
+import signal, sys, time
+def bye(*_):
+    print("got SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+print("ready", flush=True)
+time.sleep(3600)
+"""
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
+print("ready", flush=True)
+time.sleep(3600)
+print("survived", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("script", "grace", "last_words"), [(GRACEFUL, 30, "got SIGTERM"), (STUBBORN, 2, "ignoring SIGTERM")]
+)
+def test_pod_deletion_stops_processes_within_grace(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess], script: str, grace: int, last_words: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, _pod("victim", script, terminationGracePeriodSeconds=grace))
+    logs = lambda: _log(agents[0], namespace, "victim") + _log(agents[1], namespace, "victim")  # noqa: E731
+    wait_for(lambda: "ready" in logs(), "victim to start", 60)
+    uid = _read(core, namespace, "victim").metadata.uid
+
+    core.delete_namespaced_pod("victim", namespace)
+    wait_for(lambda: not core.list_namespaced_pod(namespace).items, "victim to be gone from the API", grace + 20)
+    assert last_words in logs()
+    assert "survived" not in logs()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert uid[:13] not in netns
+
+
+def test_paused_agent_makes_node_not_ready(control_plane: ControlPlane, api_client: Any, tmp_path: Path) -> None:
+    core = client.CoreV1Api(api_client)
+    agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-pause"], tmp_path, api_port=control_plane.api_port)
+
+    def ready() -> str:
+        return {c.type: c.status for c in core.read_node("na-pause").status.conditions}["Ready"]
+
+    try:
+        agent.start()
+        node = core.read_node("na-pause")
+        assert node.status.capacity["nvidia.com/gpu"] == "0" and node.status.allocatable["cpu"] == "8"
+        agent.pause()
+        wait_for(lambda: ready() == "Unknown", "the node-lifecycle controller to mark na-pause Unknown", 60)
+        agent.resume()
+        wait_for(lambda: ready() == "True", "na-pause Ready again", 30)
+    finally:
+        agent.stop()
+        core.delete_node("na-pause")
