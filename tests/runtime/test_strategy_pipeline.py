@@ -1,0 +1,82 @@
+"""`pipeline` strategy: 2 real gloo stages vs `model.generate` (greedy) in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kubeinfer_runtime.strategies.pipeline import auto_split_points, check_parameters, check_split_points
+from strategy_harness import Launcher, make_items, merged
+
+pytestmark = pytest.mark.runtime
+NEW_TOKENS = 6
+
+
+def lm_spec(**pipeline: Any) -> dict[str, Any]:
+    return {"model": {"uri": "/m", "dtype": "float32"},
+            "task": {"type": "text-generation", "parameters": {"max_new_tokens": NEW_TOKENS}},
+            "strategy": {"type": "pipeline", "pipeline": pipeline}, "workers": {"processesPerNode": 2}}
+
+
+def load(model_dir: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval(), \
+        AutoTokenizer.from_pretrained(model_dir)
+
+
+def reference(model_dir: Path, items: list[dict[str, Any]]) -> dict[int, str]:
+    model, tok = load(model_dir)
+    out = {}
+    for item in items:
+        enc = tok(item["prompt"], return_tensors="pt")
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tok.pad_token_id)
+        out[item["index"]] = tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def texts(reports: list[dict[str, Any]], case: str) -> dict[int, str]:
+    got = merged(reports, case)
+    assert all(err is None for _out, err in got.values())
+    return {index: out for index, (out, _err) in got.items()}
+
+
+@pytest.mark.parametrize(("kind", "options", "owner"), [
+    ("gpt2", {}, 1),                                            # auto split, output on the last stage
+    ("llama", {"splitPoints": ["model.layers.2"], "numChunks": 2, "gatherOutput": True}, 0),
+])
+def test_greedy_tokens_equal_generate(kind: str, options: dict[str, Any], owner: int, run_strategy: Launcher,
+                                      request: pytest.FixtureRequest) -> None:
+    model_dir = request.getfixturevalue(f"{kind}_dir")
+    items = make_items(5)
+    reports = run_strategy(lm_spec(**options), model_dir, {"uneven": items, "one": make_items(1), "empty": []})
+    want = reference(model_dir, items)
+    assert texts(reports, "uneven") == want
+    assert texts(reports, "one") == {0: want[0]}
+    assert texts(reports, "empty") == {}
+    assert [len(r["cases"]["uneven"]) > 0 for r in reports] == [owner == 0, owner == 1], "wrong rank owns outputs"
+    assert len(set(want.values())) > 1
+
+
+@pytest.mark.parametrize(("kind", "blocks"), [("gpt2", "transformer.h"), ("llama", "model.layers")])
+def test_auto_split_cuts_between_blocks(kind: str, blocks: str, request: pytest.FixtureRequest) -> None:
+    model = load(request.getfixturevalue(f"{kind}_dir"))[0]
+    assert auto_split_points(model, 2)[0] in {f"{blocks}.{i}" for i in range(1, 4)}
+    three = auto_split_points(model, 3)
+    assert len(three) == 2 and three[0] != three[1]
+
+
+def test_bad_options_are_clear_errors(gpt2_dir: Path) -> None:
+    model = load(gpt2_dir)[0]
+    with pytest.raises(ValueError, match=r"splitPoints: \['transformer.h.9'\] are not modules of GPT2LMHeadModel"):
+        check_split_points(model, ["transformer.h.9"], 2)
+    with pytest.raises(ValueError, match="2 points make 3 stages but there are 2 processes"):
+        check_split_points(model, ["transformer.h.1", "transformer.h.2"], 2)
+    with pytest.raises(ValueError, match="do_sample: strategy pipeline generates greedily"):
+        check_parameters({"do_sample": True})
+    with pytest.raises(ValueError, match=r"supports only max_new_tokens .* \['top_k'\]"):
+        check_parameters({"top_k": 3})
