@@ -23,18 +23,22 @@ from localcluster.node_agent.launcher import NodeAgentProcess
 
 pytestmark = pytest.mark.e2e
 NODES = ("na-node-1", "na-node-2")
+# what the agent runs for image `.../echoer:<tag>` when a container sets no command (an image ENTRYPOINT)
+ENTRYPOINT = ["--entrypoint", 'echoer=["python", "-c", "import sys; print(*sys.argv[1:])"]']
 
 
 @pytest.fixture(scope="module")
 def agents(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, api_client: Any
 ) -> Iterator[list[NodeAgentProcess]]:
-    """One agent process per node (sharing a workdir for logs); nodes deleted afterwards."""
+    """One agent process per node; they share a workdir, so any agent's `container_log` finds any pod's log."""
     workdir = tmp_path_factory.mktemp("node-agent")
     started: list[NodeAgentProcess] = []
     try:
         for node in NODES:
-            agent = NodeAgentProcess(control_plane.admin_kubeconfig, [node], workdir, api_port=control_plane.api_port)
+            agent = NodeAgentProcess(
+                control_plane.admin_kubeconfig, [node], workdir, api_port=control_plane.api_port, extra_args=ENTRYPOINT
+            )
             started.append(agent.start())
         yield started
     finally:
@@ -226,7 +230,7 @@ def test_env_downward_api_volumes_and_in_cluster_api(
         "pod envy to finish",
         60,
     )
-    log = _log(agents[0], namespace, "envy") + _log(agents[1], namespace, "envy")
+    log = _log(agents[0], namespace, "envy")
     assert pod.status.phase == "Succeeded", log
     seen = json.loads(log.strip().splitlines()[-1])
     assert seen["E_LITERAL"] == "plain"
@@ -292,7 +296,7 @@ def test_restart_policy_always_restarts_and_counts(
     [cs] = pod.status.container_statuses
     assert pod.status.phase == "Running"
     assert cs.last_state.terminated.exit_code == 4
-    log = _log(agents[0], namespace, "crashy") + _log(agents[1], namespace, "crashy")
+    log = _log(agents[0], namespace, "crashy")
     assert log.count("run\n") >= 3  # appended across restarts
 
 
@@ -322,7 +326,7 @@ def test_pod_deletion_stops_processes_within_grace(
 ) -> None:
     core = client.CoreV1Api(api_client)
     core.create_namespaced_pod(namespace, _pod("victim", script, terminationGracePeriodSeconds=grace))
-    logs = lambda: _log(agents[0], namespace, "victim") + _log(agents[1], namespace, "victim")  # noqa: E731
+    logs = lambda: _log(agents[0], namespace, "victim")  # noqa: E731
     wait_for(lambda: "ready" in logs(), "victim to start", 60)
     uid = _read(core, namespace, "victim").metadata.uid
 
@@ -332,6 +336,65 @@ def test_pod_deletion_stops_processes_within_grace(
     assert "survived" not in logs()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert uid[:13] not in netns
+
+
+def _waiting(core: client.CoreV1Api, namespace: str, name: str) -> Any:
+    statuses = _read(core, namespace, name).status.container_statuses or []
+    return statuses and statuses[0].state.waiting
+
+
+def test_image_entrypoints_and_config_errors(api_client: Any, namespace: str, agents: list[NodeAgentProcess]) -> None:
+    core = client.CoreV1Api(api_client)
+    echo = _pod("echo", "", container={"image": "registry.local/echoer:1.0", "args": ["hello", "$(WHO)"],
+                                       "env": [{"name": "WHO", "value": "world"}]})  # fmt: skip
+    del echo["spec"]["containers"][0]["command"]
+    unknown = _pod("unknown", "", container={"image": "busybox:1.36"})
+    del unknown["spec"]["containers"][0]["command"]
+    late_env = [{"name": "V", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "v"}}}]
+    late = _pod("late", "import os; print('v is', os.environ['V'])", container={"env": late_env})
+    for pod in (echo, unknown, late):
+        core.create_namespaced_pod(namespace, pod)
+
+    waiting = wait_for(lambda: _waiting(core, namespace, "unknown"), "unknown to report why it waits", 60)
+    wait_for(lambda: (w := _waiting(core, namespace, "unknown")) and w.reason == "CreateContainerConfigError", "", 30)
+    assert "--entrypoint busybox=" in _waiting(core, namespace, "unknown").message, waiting
+    late_waiting = wait_for(lambda: _waiting(core, namespace, "late"), "late to wait for its ConfigMap", 60)
+    assert late_waiting.reason == "CreateContainerConfigError"
+    assert 'configmap "later" not found' in late_waiting.message
+    assert _read(core, namespace, "late").status.phase == "Pending"
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=late").items
+    assert any(e.reason == "Failed" and "later" in e.message for e in events)
+
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "later"}, "data": {"v": "42"}})
+    for name in ("echo", "late"):
+        wait_for(lambda n=name: _read(core, namespace, n).status.phase == "Succeeded", f"{name} to succeed", 60)
+    logs = {n: _log(agents[0], namespace, n) for n in ("echo", "late")}
+    assert logs == {"echo": "hello world\n", "late": "v is 42\n"}
+
+
+def test_crashed_agent_leaves_pods_until_cleanup(
+    control_plane: ControlPlane, api_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(api_client)
+    agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-crash"], tmp_path, api_port=control_plane.api_port)
+    try:
+        agent.start()
+        pod = _pod("orphan", "import time; print('up', flush=True); time.sleep(3600)", nodeName="na-crash")
+        core.create_namespaced_pod(namespace, pod)
+        wait_for(lambda: "up" in _log(agent, namespace, "orphan"), "orphan to start", 60)
+        uid = _read(core, namespace, "orphan").metadata.uid
+
+        def netns_of_pod() -> bool:
+            listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+            return uid[:13] in listing
+
+        agent.kill(keep_pods=True)  # like a kubelet crash: the pod's processes survive
+        assert netns_of_pod()
+        agent.cleanup()
+        assert not netns_of_pod()
+    finally:
+        agent.stop()
+        core.delete_node("na-crash")
 
 
 def test_paused_agent_makes_node_not_ready(control_plane: ControlPlane, api_client: Any, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -25,6 +26,19 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _entrypoints(values: list[str]) -> dict[str, list[str]]:
+    out = {}
+    for name, raw in _pairs(values, "--entrypoint").items():
+        try:
+            argv = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"--entrypoint {name}: {raw!r} is not JSON ({err}); e.g. {name}='[\"{name}\"]'") from err
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise SystemExit(f"--entrypoint {name}: expected a non-empty JSON list of strings, got {raw!r}")
+        out[name] = argv
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m localcluster.node_agent", description=__doc__)
     p.add_argument("--kubeconfig", help="admin kubeconfig of the control plane")
@@ -38,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-port", type=int, default=6443, help="KUBERNETES_SERVICE_PORT given to pods")
     p.add_argument("--label", action="append", default=[], help="extra node label KEY=VALUE")
     p.add_argument("--env", action="append", default=[], help="extra env KEY=VALUE for every container")
+    p.add_argument(
+        "--entrypoint",
+        action="append",
+        default=[],
+        help="IMAGE_NAME=JSON_ARGV: what to run for containers of that image that set no command",
+    )
     p.add_argument("--lease-seconds", type=int, default=10, help="renewed every quarter of this")
     p.add_argument("--backoff-base", type=float, default=10.0, help="first crash-loop back-off (kubelet: 10s)")
     p.add_argument("--backoff-max", type=float, default=300.0)
@@ -90,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         api_port=args.api_port,
         labels=_pairs(args.label, "--label"),
         extra_env=_pairs(args.env, "--env"),
+        entrypoints=_entrypoints(args.entrypoint),
         lease_seconds=args.lease_seconds,
         backoff_base=args.backoff_base,
         backoff_max=args.backoff_max,

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import network
 from .envvars import ConfigError, decode_secret
+from .events import EventRecorder
 from .hosts import hosts_file, resolv_conf, write_in_place
 from .kube import ApiError, Informer, Kube
 from .node import NodeHeartbeat, node_capacity
@@ -39,6 +40,7 @@ class AgentConfig:
     api_port: int = 6443
     labels: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    entrypoints: dict[str, list[str]] = field(default_factory=dict)
     lease_seconds: int = 10
     backoff_base: float = 10.0
     backoff_max: float = 300.0
@@ -71,6 +73,7 @@ class Agent:
             NodeHeartbeat(self.kube, n, self.capacity, cfg.labels, network.HOST_IP, cfg.version, cfg.lease_seconds)
             for n in cfg.nodes
         ]
+        self.events = EventRecorder(self.kube)
         self.runtimes = {n: self._runtime(n) for n in cfg.nodes}
         self.runners: dict[str, PodRunner] = {}
         self.written: dict[str, Obj] = {}
@@ -86,11 +89,13 @@ class Agent:
             host_ip=network.HOST_IP,
             base_env=base_env(self.cfg),
             node_capacity=self.capacity,
+            entrypoints=self.cfg.entrypoints,
             backoff_base=self.cfg.backoff_base,
             backoff_max=self.cfg.backoff_max,
             lookup=self.lookup,
             issue_token=self.issue_token,
             write_hosts=self.write_hosts,
+            record_event=self.events.record,
         )
 
     # ---- services the pod runners use -------------------------------------------------------
@@ -183,7 +188,7 @@ class Agent:
                 self._admit(pod)
         for uid, runner in list(self.runners.items()):
             try:
-                runner.sync(by_uid.get(uid))
+                runner.sync(_fresher(runner.pod, by_uid.get(uid)))
                 self.write_hosts(runner)
                 self._publish(runner)
             except Exception:
@@ -207,9 +212,9 @@ class Agent:
         if status != self.written.get(runner.uid) and self._put_status(runner, status):
             self.written[runner.uid] = status
         if done:
+            runner.release()  # sandbox first: once the pod is gone from the API nothing of it remains
             if runner.pod["metadata"].get("deletionTimestamp"):
                 self._delete(runner.pod)
-            runner.release()
             self.runners.pop(runner.uid, None)
             self.written.pop(runner.uid, None)
 
@@ -275,3 +280,14 @@ class Agent:
             except Exception as err:
                 log.warning("node %s: final status: %s", heart.name, err)
         network.unregister_agent()
+
+
+def _fresher(known: Obj, cached: Obj | None) -> Obj | None:
+    """The informer may lag behind our own status writes; keep the newer object (None = deleted)."""
+    if cached is None:
+        return None
+    try:
+        newer = int(cached["metadata"]["resourceVersion"]) >= int(known["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):
+        newer = True
+    return cached if newer else known

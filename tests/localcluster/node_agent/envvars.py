@@ -134,15 +134,23 @@ def container_env(
     return env
 
 
-def command_line(container: Obj, env: dict[str, str]) -> list[str]:
-    """command + args with $(VAR) expanded; the agent cannot read image entrypoints."""
-    argv = [expand(a, env) for a in container.get("command", []) + container.get("args", [])]
-    if not container.get("command"):
+def image_name(image: str) -> str:
+    """`ghcr.io/org/kubeinfer-operator:0.1@sha256:...` -> `kubeinfer-operator`."""
+    path = image.split("@", 1)[0]
+    last = path.rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
+def command_line(container: Obj, env: dict[str, str], entrypoints: dict[str, list[str]]) -> list[str]:
+    """command (or the configured entrypoint of the image) + args, with $(VAR) expanded."""
+    command = container.get("command") or entrypoints.get(image_name(container.get("image", "")))
+    if not command:
         raise ConfigError(
-            f"container {container['name']!r}: spec.containers[].command is required by the test node agent "
-            "(it runs processes from the local environment and cannot read the image entrypoint)"
+            f"container {container['name']!r}: the test node agent cannot read the entrypoint of image "
+            f"{container.get('image')!r}; set spec.containers[].command or start the agent with "
+            f"--entrypoint {image_name(container.get('image', ''))}='[\"cmd\"]'"
         )
-    return argv
+    return [expand(a, env) for a in [*command, *container.get("args", [])]]
 
 
 def decode_secret(data: dict[str, str] | None) -> dict[str, str] | None:

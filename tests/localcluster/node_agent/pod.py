@@ -29,11 +29,14 @@ class Runtime:
     host_ip: str
     base_env: dict[str, str]
     node_capacity: dict[str, str]
+    entrypoints: dict[str, list[str]]
     backoff_base: float
     backoff_max: float
     lookup: Lookup
     issue_token: TokenIssuer
     write_hosts: Callable[[PodRunner], None]
+    # (pod, node, type, reason, message, container)
+    record_event: Callable[[Obj, str, str, str, str, str | None], None]
 
 
 class PodRunner:
@@ -60,6 +63,9 @@ class PodRunner:
         self.init_failed = False
         self.stopping = False
         self.finished = False  # terminal: nothing runs any more and nothing will restart
+
+    def _event(self, etype: str, reason: str, message: str, container: str | None = None) -> None:
+        self.rt.record_event(self.pod, self.rt.node, etype, reason, message, container)
 
     def _record(self, container: Obj, waiting: str) -> ContainerRecord:
         old = {s["name"]: s for s in self.pod.get("status", {}).get("containerStatuses", [])}
@@ -113,6 +119,7 @@ class PodRunner:
             return True
         except Exception as err:
             self.sandbox_error = f"failed to create pod sandbox: {err}"
+            self._event("Warning", "FailedCreatePodSandBox", self.sandbox_error)
             log.error("%s: %s", self.key, self.sandbox_error)
             network.delete_pod_network(self.netns)
             network.release_ip(self.netns)
@@ -138,6 +145,8 @@ class PodRunner:
         try:
             launch = self._launch(container)
         except ConfigError as err:
+            if rec.waiting != ("CreateContainerConfigError", str(err)):
+                self._event("Warning", "Failed", f"Error: {err}", rec.name)
             rec.waiting = ("CreateContainerConfigError", str(err))
             self.next_start[rec.name] = time.monotonic() + CONFIG_RETRY_SECONDS
             return
@@ -147,6 +156,7 @@ class PodRunner:
         self.procs[rec.name] = ContainerProcess(launch)
         rec.running_since = now()
         rec.container_id = f"kubeinfer-node-agent://{self.uid[:8]}-{rec.name}-{rec.restart_count}"
+        self._event("Normal", "Started", f"Started container {rec.name}", rec.name)
         log.info("%s: started %s%s (pid %d)", self.key, "init " if init else "", rec.name, self.procs[rec.name].pid)
 
     def _launch(self, container: Obj) -> Launch:
@@ -158,7 +168,7 @@ class PodRunner:
         hostname = view["spec"].get("hostname") or view["metadata"]["name"]
         base = {**self.rt.base_env, "HOSTNAME": hostname}
         env = container_env(view, container, self.rt.lookup, base, self.rt.node_capacity)
-        argv = command_line(container, env)
+        argv = command_line(container, env, self.rt.entrypoints)
         mounts = volumes.container_mounts(container, self.volume_paths)
         for m in mounts:
             network.ensure_mount_target(m.target, is_file=Path(m.source).is_file())
@@ -221,6 +231,7 @@ class PodRunner:
         rec.restarting = True
         self.next_start[rec.name] = time.monotonic() + delay
         if delay:
+            self._event("Warning", "BackOff", f"Back-off restarting failed container {rec.name}", rec.name)
             rec.waiting = (
                 "CrashLoopBackOff",
                 f"back-off {delay:g}s restarting failed container={rec.name} "
@@ -241,7 +252,9 @@ class PodRunner:
         self.stopping = True
         for rec in self.init_records + self.records:
             rec.restarting = False
-        for proc in self.procs.values():
+        for name, proc in self.procs.items():
+            if not proc.stop_requested:
+                self._event("Normal", "Killing", f"Stopping container {name}", name)
             proc.stop(grace)
 
     def _finish(self) -> None:
