@@ -7,6 +7,8 @@ each other through the DNS names every agent publishes, exactly as operator-crea
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from kubernetes.client import ApiException
 
 from e2e.conftest import wait_for
 from localcluster.controlplane import ControlPlane
-from localcluster.node_agent.launcher import NodeAgentProcess
+from localcluster.node_agent.launcher import NodeAgentProcess, pod_processes
 
 pytestmark = pytest.mark.e2e
 NODES = ("na-node-1", "na-node-2")
@@ -44,7 +46,7 @@ def agents(
     finally:
         for agent in started:
             agent.stop()
-        core = client.CoreV1Api(api_client)
+        core: Any = client.CoreV1Api(api_client)
         for node in NODES:
             try:
                 core.delete_node(node)
@@ -64,7 +66,7 @@ def _pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def _read(core: client.CoreV1Api, namespace: str, name: str) -> Any:
+def _read(core: Any, namespace: str, name: str) -> Any:
     return core.read_namespaced_pod(name, namespace)
 
 
@@ -134,7 +136,8 @@ def _peer_statefulset(namespace: str) -> dict[str, Any]:
 def test_statefulset_pods_on_two_nodes_resolve_each_other_and_talk(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess]
 ) -> None:
-    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
+    apps: Any = client.AppsV1Api(api_client)
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -185,7 +188,7 @@ print(json.dumps(out), flush=True)
 def test_env_downward_api_volumes_and_in_cluster_api(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess]
 ) -> None:
-    core = client.CoreV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
     core.create_namespaced_config_map(
         namespace, {"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "app.conf": "x=1\n"}}
     )
@@ -252,7 +255,7 @@ def test_env_downward_api_volumes_and_in_cluster_api(
 
 
 def test_exit_codes_and_termination_messages(api_client: Any, namespace: str, agents: list[NodeAgentProcess]) -> None:
-    core = client.CoreV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
     pod = _pod("fails", "open('/dev/termination-log', 'w').write('custom reason'); raise SystemExit(3)")
     pod["spec"]["containers"].append(
         {
@@ -284,7 +287,7 @@ def test_exit_codes_and_termination_messages(api_client: Any, namespace: str, ag
 def test_restart_policy_always_restarts_and_counts(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess]
 ) -> None:
-    core = client.CoreV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
     core.create_namespaced_pod(namespace, _pod("crashy", "print('run', flush=True); exit(4)", restartPolicy="Always"))
 
     def restarted_twice() -> Any:
@@ -298,6 +301,57 @@ def test_restart_policy_always_restarts_and_counts(
     assert cs.last_state.terminated.exit_code == 4
     log = _log(agents[0], namespace, "crashy")
     assert log.count("run\n") >= 3  # appended across restarts
+
+
+def test_killed_process_is_reported_and_restarted(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    core: Any = client.CoreV1Api(api_client)
+    script = "import time; print('up', flush=True); time.sleep(3600)"
+    core.create_namespaced_pod(namespace, _pod("sturdy", script, restartPolicy="Always"))
+    wait_for(lambda: "up" in _log(agents[0], namespace, "sturdy"), "sturdy to start", 60)
+    pod = _read(core, namespace, "sturdy")
+
+    pids = pod_processes(pod.spec.node_name, pod.metadata.uid)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> Any:
+        statuses = _read(core, namespace, "sturdy").status.container_statuses
+        return statuses[0].restart_count == 1 and statuses[0].state.running and statuses[0]
+
+    cs = wait_for(restarted, "sturdy to run again", 60)
+    assert (cs.last_state.terminated.exit_code, cs.last_state.terminated.reason) == (137, "Error")
+    wait_for(lambda: _log(agents[0], namespace, "sturdy").count("up") == 2, "the second run's output", 30)
+
+
+def test_init_containers_run_first_and_a_failing_one_fails_the_pod(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    core: Any = client.CoreV1Api(api_client)
+    shared = [{"name": "work", "mountPath": "/work-shared"}]
+    init = {"name": "prepare", "image": "kubeinfer/test:dev", "volumeMounts": shared,
+            "command": ["python", "-c", "open('/work-shared/ready', 'w').write('prepared')"]}  # fmt: skip
+    good = _pod("with-init", "print(open('/work-shared/ready').read())", container={"volumeMounts": shared},
+                initContainers=[init], volumes=[{"name": "work", "emptyDir": {}}])  # fmt: skip
+    bad_init = {**init, "command": ["python", "-c", "raise SystemExit(7)"]}
+    bad = _pod("bad-init", "print('must not run')", initContainers=[bad_init],
+               volumes=[{"name": "work", "emptyDir": {}}])  # fmt: skip
+    core.create_namespaced_pod(namespace, good)
+    core.create_namespaced_pod(namespace, bad)
+
+    def finished(name: str) -> Any:
+        pod = _read(core, namespace, name)
+        return pod.status.phase in ("Succeeded", "Failed") and pod
+
+    assert wait_for(lambda: finished("with-init"), "with-init to finish", 60).status.phase == "Succeeded"
+    assert _log(agents[0], namespace, "with-init") == "prepared\n"
+    failed = wait_for(lambda: finished("bad-init"), "bad-init to fail", 60)
+    assert failed.status.phase == "Failed"
+    assert failed.status.init_container_statuses[0].state.terminated.exit_code == 7
+    assert failed.status.container_statuses[0].state.waiting.reason == "PodInitializing"
+    assert not agents[0].container_log(namespace, "bad-init", "main").exists()
 
 
 GRACEFUL = """
@@ -324,27 +378,27 @@ print("survived", flush=True)
 def test_pod_deletion_stops_processes_within_grace(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess], script: str, grace: int, last_words: str
 ) -> None:
-    core = client.CoreV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
     core.create_namespaced_pod(namespace, _pod("victim", script, terminationGracePeriodSeconds=grace))
-    logs = lambda: _log(agents[0], namespace, "victim")  # noqa: E731
-    wait_for(lambda: "ready" in logs(), "victim to start", 60)
+    log_file = agents[0].container_log(namespace, "victim", "main")
+    wait_for(lambda: "ready" in _log(agents[0], namespace, "victim"), "victim to start", 60)
     uid = _read(core, namespace, "victim").metadata.uid
 
     core.delete_namespaced_pod("victim", namespace)
     wait_for(lambda: not core.list_namespaced_pod(namespace).items, "victim to be gone from the API", grace + 20)
-    assert last_words in logs()
-    assert "survived" not in logs()
+    assert last_words in log_file.read_text()
+    assert "survived" not in log_file.read_text()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert uid[:13] not in netns
 
 
-def _waiting(core: client.CoreV1Api, namespace: str, name: str) -> Any:
+def _waiting(core: Any, namespace: str, name: str) -> Any:
     statuses = _read(core, namespace, name).status.container_statuses or []
     return statuses and statuses[0].state.waiting
 
 
 def test_image_entrypoints_and_config_errors(api_client: Any, namespace: str, agents: list[NodeAgentProcess]) -> None:
-    core = client.CoreV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
     echo = _pod("echo", "", container={"image": "registry.local/echoer:1.0", "args": ["hello", "$(WHO)"],
                                        "env": [{"name": "WHO", "value": "world"}]})  # fmt: skip
     del echo["spec"]["containers"][0]["command"]
@@ -366,8 +420,11 @@ def test_image_entrypoints_and_config_errors(api_client: Any, namespace: str, ag
     assert any(e.reason == "Failed" and "later" in e.message for e in events)
 
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "later"}, "data": {"v": "42"}})
-    for name in ("echo", "late"):
-        wait_for(lambda n=name: _read(core, namespace, n).status.phase == "Succeeded", f"{name} to succeed", 60)
+
+    def succeeded(name: str) -> bool:
+        return bool(_read(core, namespace, name).status.phase == "Succeeded")
+
+    wait_for(lambda: succeeded("echo") and succeeded("late"), "echo and late to succeed", 60)
     logs = {n: _log(agents[0], namespace, n) for n in ("echo", "late")}
     assert logs == {"echo": "hello world\n", "late": "v is 42\n"}
 
@@ -375,7 +432,7 @@ def test_image_entrypoints_and_config_errors(api_client: Any, namespace: str, ag
 def test_crashed_agent_leaves_pods_until_cleanup(
     control_plane: ControlPlane, api_client: Any, namespace: str, tmp_path: Path
 ) -> None:
-    core = client.CoreV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
     agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-crash"], tmp_path, api_port=control_plane.api_port)
     try:
         agent.start()
@@ -398,11 +455,11 @@ def test_crashed_agent_leaves_pods_until_cleanup(
 
 
 def test_paused_agent_makes_node_not_ready(control_plane: ControlPlane, api_client: Any, tmp_path: Path) -> None:
-    core = client.CoreV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
     agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-pause"], tmp_path, api_port=control_plane.api_port)
 
     def ready() -> str:
-        return {c.type: c.status for c in core.read_node("na-pause").status.conditions}["Ready"]
+        return str({c.type: c.status for c in core.read_node("na-pause").status.conditions}["Ready"])
 
     try:
         agent.start()

@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -80,9 +79,10 @@ def cleanup(workdir: Path, nodes: list[str]) -> None:
     for node in nodes or [None]:  # type: ignore[list-item]
         removed += network.cleanup_leftovers(node)
     pods = workdir / "pods"
-    if not nodes and pods.exists():
-        volumes.release(pods)
-        shutil.rmtree(pods, ignore_errors=True)
+    uid_prefixes = [netns.rsplit("_", 1)[1] for netns in removed]
+    for pod_dir in pods.iterdir() if pods.exists() else []:
+        if not nodes or any(pod_dir.name.startswith(prefix) for prefix in uid_prefixes):
+            volumes.release(pod_dir)
     print(f"removed {len(removed)} pod network(s): {' '.join(removed)}")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .kube import Kube
+from .network import netns_name, netns_pids
 
 TESTS_DIR = Path(__file__).resolve().parents[2]
 
@@ -19,6 +20,11 @@ TESTS_DIR = Path(__file__).resolve().parents[2]
 def container_log(workdir: Path, namespace: str, pod: str, container: str) -> Path:
     """Where the agent appends a container's stdout+stderr (all restarts, in order)."""
     return workdir / "logs" / f"{namespace}_{pod}_{container}.log"
+
+
+def pod_processes(node: str, pod_uid: str) -> list[int]:
+    """Pids of every process of a pod (to kill a worker mid-job the way a crash would)."""
+    return netns_pids(netns_name(node, pod_uid))
 
 
 class NodeAgentProcess:

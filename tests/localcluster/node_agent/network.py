@@ -160,11 +160,15 @@ def create_pod_network(netns: str) -> str:
     return pod_ip
 
 
-def kill_netns_processes(netns: str, sig: int = signal.SIGKILL) -> list[int]:
-    """Signal every process that lives in the namespace; returns the pids found."""
+def netns_pids(netns: str) -> list[int]:
     if not (NETNS_DIR / netns).exists():
         return []
-    pids = [int(p) for p in ip("netns", "pids", netns, check=False).split()]
+    return [int(p) for p in ip("netns", "pids", netns, check=False).split()]
+
+
+def kill_netns_processes(netns: str, sig: int = signal.SIGKILL) -> list[int]:
+    """Signal every process that lives in the namespace; returns the pids found."""
+    pids = netns_pids(netns)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
