@@ -30,7 +30,7 @@ def run_strategy(tmp_path: Path) -> Launcher:
     counter = iter(range(100))
 
     def run(spec: dict[str, Any], model_dir: Path, cases: dict[str, list[dict[str, Any]]],
-            nproc: int = 2) -> list[dict[str, Any]]:
-        return launch(spec, model_dir, cases, nproc, tmp_path / f"run{next(counter)}")
+            nproc: int = 2, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        return launch(spec, model_dir, cases, nproc, tmp_path / f"run{next(counter)}", env=env)
 
     return run

@@ -58,12 +58,12 @@ def free_port() -> int:
 
 
 def launch(spec: dict[str, Any], model_dir: Path, cases: dict[str, list[dict[str, Any]]], nproc: int,
-           tmp: Path, timeout: int = 180) -> list[dict[str, Any]]:
+           tmp: Path, timeout: int = 180, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Run the strategy worker under torchrun with `nproc` gloo processes; return each rank's report."""
     tmp.mkdir(parents=True, exist_ok=True)
     cases_file = tmp / "cases.json"
     cases_file.write_text(json.dumps(cases))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("api", "runtime", "tests")),
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("api", "runtime", "tests")),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(WORKER),

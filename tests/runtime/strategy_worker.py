@@ -7,6 +7,7 @@ argv: JOB_JSON MODEL_DIR CASES_JSON OUT_DIR. Each rank writes OUT_DIR/rank<N>.pk
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sys
 import traceback
@@ -32,6 +33,8 @@ def main() -> None:
     try:
         strategy = strategy_for(job.plan.strategy)(RunContext(job=job, dist=dist, model_dir=Path(model_dir),
                                                               strategy=job.plan.strategy))
+        if "KUBEINFER_TEST_IMAGE_OUTPUT" in os.environ:  # "np": float images, for tolerance comparisons
+            strategy.output_type = os.environ["KUBEINFER_TEST_IMAGE_OUTPUT"]  # type: ignore[attr-defined]
         strategy.load()
         for name, raw_items in json.loads(Path(cases_file).read_text()).items():
             items = [Item(**raw) for raw in raw_items]

@@ -17,14 +17,17 @@ from kubeinfer_runtime.strategies.textgen import generate_text, generation_kwarg
 Compute = Callable[[list[Item]], list[Any]]
 
 
-def image_compute(pipe: Any, task_parameters: dict[str, Any]) -> Compute:
-    """Compute function for text-to-image; bad task.parameters fail here, before any item runs."""
+def image_compute(pipe: Any, task_parameters: dict[str, Any], output_type: str = "pil") -> Compute:
+    """Compute function for text-to-image; bad task.parameters fail here, before any item runs.
+
+    `output_type="np"` gives float arrays instead of PIL images (tests compare them within 1e-5).
+    """
     check_call_parameters(pipe, task_parameters)
 
     def compute(batch: list[Item]) -> list[Any]:
         params = item_parameters(task_parameters, batch[0])
         check_call_parameters(pipe, params)
-        return generate_images(pipe, batch, params)
+        return generate_images(pipe, batch, params, output_type=output_type)
 
     return compute
 
@@ -50,6 +53,7 @@ def run_batches(items: Sequence[Item], batch_size: int, task_parameters: dict[st
 class DataParallel(Strategy):
     name = "data"
     compute: Compute
+    output_type = "pil"
 
     def load(self) -> None:
         from kubeinfer_runtime.strategies.diffusion import load_pipeline
@@ -59,7 +63,7 @@ class DataParallel(Strategy):
         if spec.task.type == "text-to-image":
             pipe = load_pipeline(self.ctx.model_dir, spec.model).to(device)
             pipe.set_progress_bar_config(disable=True)
-            self.compute = image_compute(pipe, spec.task.parameters)
+            self.compute = image_compute(pipe, spec.task.parameters, self.output_type)
         else:
             model, tokenizer = load_lm(self.ctx.model_dir, spec.model)
             self.compute = text_compute(model.to(device), tokenizer, spec.task.parameters, device)

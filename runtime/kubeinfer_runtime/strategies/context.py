@@ -1,0 +1,85 @@
+"""`context`: groups of ring x ulysses ranks share one image's sequence; groups are data-parallel replicas.
+
+The world is a device mesh (dp, ring, ulysses); diffusers' `ContextParallelConfig` gets the
+(ring, ulysses) part, so each group's collectives stay inside the group. Every rank of a group runs
+the same batches with the same per-item generators (hence the same latents) and ends with the
+whole image; the group's first rank owns the outputs. CPU/gloo needs two narrow patches
+(`cpu_support`), so CI can test the real thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
+from kubeinfer_runtime.strategies.common import contiguous_shard, make_batches, timed_results
+from kubeinfer_runtime.strategies.cpu_support import enable_cpu_flash_lse, nonzero_device_count
+from kubeinfer_runtime.strategies.data import Compute, image_compute
+from kubeinfer_runtime.strategies.diffusion import load_pipeline
+
+
+def attention_backend(requested: str, device: str, ring_degree: int) -> str:
+    """`auto`: a backend that works here; ring needs one returning the log-sum-exp (not `native`)."""
+    if requested != "auto":
+        return requested
+    if ring_degree > 1:
+        return "_native_flash" if device == "cpu" else "_native_cudnn"
+    return "native"
+
+
+def check_heads(transformer: Any, ulysses_degree: int) -> None:
+    heads = getattr(transformer.config, "num_attention_heads", None)
+    if heads is not None and heads % ulysses_degree:
+        raise ValueError(f"spec.strategy.context.ulyssesDegree: {ulysses_degree} does not divide the model's "
+                         f"{heads} attention heads; use a divisor of {heads} (or raise ringDegree instead)")
+
+
+@register
+class ContextParallel(Strategy):
+    name = "context"
+    compute: Compute
+    output_type = "pil"
+
+    def load(self) -> None:
+        from diffusers import ContextParallelConfig
+        from torch.distributed.device_mesh import init_device_mesh
+
+        spec, dist = self.ctx.job.spec, self.ctx.dist
+        options = spec.strategy.context
+        if spec.task.type != "text-to-image" or options is None:
+            raise ValueError("spec.strategy.context: context runs diffusers transformers: use task.type "
+                             "text-to-image and set strategy.context (ringDegree, ulyssesDegree)")
+        ring, ulysses = options.ring_degree, options.ulysses_degree
+        size = ring * ulysses
+        if size < 2 or dist.world_size % size:
+            raise ValueError(f"spec.strategy.context: ringDegree * ulyssesDegree ({size}) must be at least 2 and "
+                             f"divide the world size ({dist.world_size})")
+        self.groups, self.group = dist.world_size // size, dist.rank // size
+        self.leader = dist.rank % size == 0
+        pipe = load_pipeline(self.ctx.model_dir, spec.model).to(dist.device)
+        pipe.set_progress_bar_config(disable=True)
+        transformer = getattr(pipe, "transformer", None)
+        if transformer is None or not hasattr(transformer, "enable_parallelism"):
+            raise ValueError(f"spec.model: {type(pipe).__name__} has no diffusers transformer to run context "
+                             "parallel; use strategy data or deviceMap")
+        check_heads(transformer, ulysses)
+        backend = attention_backend(options.attention_backend, dist.device, ring)
+        device_type = "cpu" if dist.device == "cpu" else "cuda"
+        if device_type == "cpu" and backend == "_native_flash":
+            enable_cpu_flash_lse()
+        mesh = init_device_mesh(device_type, (self.groups, ring, ulysses), mesh_dim_names=("dp", "ring", "ulysses"))
+        transformer.set_attention_backend(backend)
+        with nonzero_device_count(device_type == "cpu"):
+            transformer.enable_parallelism(config=ContextParallelConfig(ring_degree=ring, ulysses_degree=ulysses,
+                                                                        mesh=mesh))
+        self.compute = image_compute(pipe, spec.task.parameters, self.output_type)
+
+    def run(self, items: Sequence[Item]) -> Iterator[Result]:
+        """This group's contiguous share of the global batches; only the leader yields."""
+        spec = self.ctx.job.spec
+        batches = make_batches(items, spec.strategy.batch_size, spec.task.parameters)
+        for batch in contiguous_shard(batches, self.group, self.groups):
+            results = list(timed_results(batch, lambda batch=batch: self.compute(batch)))  # type: ignore[misc]
+            if self.leader:
+                yield from results

@@ -1,0 +1,79 @@
+"""`context` strategy: real gloo context-parallel groups vs plain diffusers in one process (within 1e-5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from strategy_harness import Launcher, make_items, merged, run_inline
+
+pytestmark = pytest.mark.runtime
+
+IMAGE_PARAMS = {"num_inference_steps": 2, "height": 32, "width": 32, "max_sequence_length": 16}
+FLOAT_IMAGES = {"KUBEINFER_TEST_IMAGE_OUTPUT": "np"}
+
+
+def cp_spec(nproc: int, **context: Any) -> dict[str, Any]:
+    return {"model": {"uri": "/m", "dtype": "float32"},
+            "task": {"type": "text-to-image", "parameters": IMAGE_PARAMS},
+            "strategy": {"type": "context", "context": context}, "workers": {"processesPerNode": nproc}}
+
+
+def reference(model_dir: Path, items: list[dict[str, Any]]) -> dict[int, np.ndarray]:
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(model_dir, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return {i["index"]: pipe(prompt=[i["prompt"]], generator=[torch.Generator().manual_seed(i["seed"])],
+                             output_type="np", **IMAGE_PARAMS).images[0] for i in items}
+
+
+def assert_close(got: dict[int, tuple[Any, str | None]], want: dict[int, np.ndarray]) -> None:
+    assert sorted(got) == sorted(want)
+    for index, (output, error) in got.items():
+        assert error is None, error
+        assert output.shape == want[index].shape == (32, 32, 3)
+        diff = float(np.abs(output - want[index]).max())
+        assert diff <= 1e-5, f"item {index}: max diff {diff}"
+
+
+@pytest.mark.parametrize("context", [{"ulyssesDegree": 2}, {"ringDegree": 2}], ids=["ulysses", "ring"])
+def test_one_group_matches_single_process(context: dict[str, int], flux_dir: Path, run_strategy: Launcher) -> None:
+    items = make_items(3)
+    reports = run_strategy(cp_spec(2, **context), flux_dir, {"three": items, "one": make_items(1), "empty": []},
+                           env=FLOAT_IMAGES)
+    want = reference(flux_dir, items)
+    assert_close(merged(reports, "three"), want)
+    assert_close(merged(reports, "one"), {0: want[0]})
+    assert merged(reports, "empty") == {}
+    assert [len(r["cases"]["three"]) for r in reports] == [3, 0], "the group leader owns the outputs"
+
+
+def test_two_groups_are_replicas(flux_dir: Path, run_strategy: Launcher) -> None:
+    """4 processes = 2 groups of ulysses 2: items split between groups, fewer items than groups works."""
+    items = make_items(3)
+    reports = run_strategy(cp_spec(4, ulyssesDegree=2), flux_dir, {"three": items, "one": make_items(1)},
+                           nproc=4, env=FLOAT_IMAGES)
+    want = reference(flux_dir, items)
+    assert_close(merged(reports, "three"), want)
+    assert_close(merged(reports, "one"), {0: want[0]})
+    assert [len(r["cases"]["three"]) for r in reports] == [2, 0, 1, 0]
+
+
+def test_ulysses_degree_must_divide_heads(flux_dir: Path) -> None:
+    from kubeinfer_runtime.strategies.context import check_heads
+
+    class Config:
+        num_attention_heads = 3
+
+    class Transformer:
+        config = Config()
+
+    with pytest.raises(ValueError, match="ulyssesDegree: 2 does not divide the model's 3 attention heads"):
+        check_heads(Transformer(), 2)
+    with pytest.raises(ValueError, match=r"ringDegree \* ulyssesDegree \(2\) must be at least 2 and divide"):
+        run_inline(cp_spec(1, ulyssesDegree=2) | {"workers": {"processesPerNode": 2}}, flux_dir, [])
