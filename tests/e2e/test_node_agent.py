@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,14 @@ from kubernetes.client import ApiException
 from e2e.conftest import wait_for
 from localcluster.controlplane import ControlPlane
 from localcluster.node_agent.launcher import NodeAgentProcess, pod_processes
+from localcluster.node_agent.testing import (
+    field_env,
+    headless_service,
+    python_pod,
+    read_text,
+    spread_over_nodes,
+    statefulset,
+)
 
 pytestmark = pytest.mark.e2e
 NODES = ("na-node-1", "na-node-2")
@@ -55,24 +62,18 @@ def agents(
                     raise
 
 
-def _pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
-    container = {"name": "main", "image": "kubeinfer/test:dev", "command": ["python", "-c", textwrap.dedent(script)]}
-    container.update(spec.pop("container", {}))
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, **spec.pop("metadata", {})},
-        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
-    }
-
-
 def _read(core: Any, namespace: str, name: str) -> Any:
     return core.read_namespaced_pod(name, namespace)
 
 
+def _finished(core: Any, namespace: str, name: str) -> Any:
+    """The pod once it reached a terminal phase, else None."""
+    pod = _read(core, namespace, name)
+    return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+
 def _log(agent: NodeAgentProcess, namespace: str, pod: str, container: str = "main") -> str:
-    path = agent.container_log(namespace, pod, container)
-    return path.read_text() if path.exists() else ""
+    return read_text(agent.container_log(namespace, pod, container))
 
 
 PEER_SCRIPT = """
@@ -102,35 +103,12 @@ time.sleep(3600)
 """
 
 
-def _peer_statefulset(namespace: str) -> dict[str, Any]:
+def _peer_statefulset() -> dict[str, Any]:
     labels = {"app": "peer"}
-    env = [
-        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {
-            "name": "POD_INDEX",
-            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}},
-        },
-    ]
-    anti = {
-        "requiredDuringSchedulingIgnoredDuringExecution": [
-            {"labelSelector": {"matchLabels": labels}, "topologyKey": "kubernetes.io/hostname"}
-        ]
-    }
-    template = _pod("x", PEER_SCRIPT, container={"env": env}, affinity={"podAntiAffinity": anti})
-    template["spec"]["restartPolicy"] = "Always"
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": "peer"},
-        "spec": {
-            "serviceName": "peer",
-            "replicas": 2,
-            "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": template["spec"]},
-        },
-    }
+    index = "metadata.labels['apps.kubernetes.io/pod-index']"
+    env = [field_env("NS", "metadata.namespace"), field_env("POD_NAME", "metadata.name"), field_env("POD_INDEX", index)]
+    pod = python_pod("x", PEER_SCRIPT, container={"env": env}, affinity=spread_over_nodes(labels))
+    return statefulset("peer", pod["spec"], 2, labels)
 
 
 def test_statefulset_pods_on_two_nodes_resolve_each_other_and_talk(
@@ -138,14 +116,8 @@ def test_statefulset_pods_on_two_nodes_resolve_each_other_and_talk(
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
     apps: Any = client.AppsV1Api(api_client)
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "peer"},
-        "spec": {"clusterIP": "None", "selector": {"app": "peer"}, "ports": [{"port": 7000}]},
-    }
-    core.create_namespaced_service(namespace, service)
-    apps.create_namespaced_stateful_set(namespace, _peer_statefulset(namespace))
+    core.create_namespaced_service(namespace, headless_service("peer", {"app": "peer"}, 7000))
+    apps.create_namespaced_stateful_set(namespace, _peer_statefulset())
 
     agent = agents[0]
     wait_for(lambda: "reply ack from peer-0" in _log(agent, namespace, "peer-1"), "peer-1 to get a reply", 90)
@@ -185,23 +157,17 @@ print(json.dumps(out), flush=True)
 """
 
 
-def test_env_downward_api_volumes_and_in_cluster_api(
-    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
-) -> None:
-    core: Any = client.CoreV1Api(api_client)
-    core.create_namespaced_config_map(
-        namespace, {"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "app.conf": "x=1\n"}}
-    )
-    core.create_namespaced_secret(namespace, {"metadata": {"name": "sec"}, "stringData": {"token": "s3cr3t"}})
+def _envy_pod() -> dict[str, Any]:
+    """A pod using every env source, the volume types the operator uses, a hostname and a workingDir."""
     env = [
         {"name": "E_LITERAL", "value": "plain"},
         {"name": "E_EXPANDED", "value": "$(E_LITERAL)-x-$(UNDEFINED)-$$(E_LITERAL)"},
-        {"name": "E_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "E_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "E_TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
-        {"name": "E_NOTE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['note']"}}},
-        {"name": "E_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "E_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        field_env("E_NAME", "metadata.name"),
+        field_env("E_NS", "metadata.namespace"),
+        field_env("E_TIER", "metadata.labels['tier']"),
+        field_env("E_NOTE", "metadata.annotations['note']"),
+        field_env("E_IP", "status.podIP"),
+        field_env("E_NODE", "spec.nodeName"),
         {"name": "E_GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
         {"name": "E_SECRET", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "token"}}},
     ]
@@ -224,15 +190,20 @@ def test_env_downward_api_volumes_and_in_cluster_api(
         "workingDir": "/etc/demo/config",
     }
     meta = {"labels": {"tier": "backend"}, "annotations": {"note": "n1"}}
-    core.create_namespaced_pod(
-        namespace, _pod("envy", ENV_SCRIPT, container=container, volumes=volumes, metadata=meta, hostname="envy-host")
-    )
+    return python_pod("envy", ENV_SCRIPT, container=container, volumes=volumes, metadata=meta, hostname="envy-host")
 
-    pod = wait_for(
-        lambda: (p := _read(core, namespace, "envy")).status.phase in ("Succeeded", "Failed") and p,
-        "pod envy to finish",
-        60,
+
+def test_env_downward_api_volumes_and_in_cluster_api(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    core: Any = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "app.conf": "x=1\n"}}
     )
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "sec"}, "stringData": {"token": "s3cr3t"}})
+    core.create_namespaced_pod(namespace, _envy_pod())
+
+    pod = wait_for(lambda: _finished(core, namespace, "envy"), "pod envy to finish", 60)
     log = _log(agents[0], namespace, "envy")
     assert pod.status.phase == "Succeeded", log
     seen = json.loads(log.strip().splitlines()[-1])
@@ -256,7 +227,7 @@ def test_env_downward_api_volumes_and_in_cluster_api(
 
 def test_exit_codes_and_termination_messages(api_client: Any, namespace: str, agents: list[NodeAgentProcess]) -> None:
     core: Any = client.CoreV1Api(api_client)
-    pod = _pod("fails", "open('/dev/termination-log', 'w').write('custom reason'); raise SystemExit(3)")
+    pod = python_pod("fails", "open('/dev/termination-log', 'w').write('custom reason'); raise SystemExit(3)")
     pod["spec"]["containers"].append(
         {
             "name": "logs",
@@ -269,11 +240,7 @@ def test_exit_codes_and_termination_messages(api_client: Any, namespace: str, ag
     pod["spec"]["containers"].append({"name": "missing", "image": "kubeinfer/test:dev", "command": ["no-such-cmd"]})
     core.create_namespaced_pod(namespace, pod)
 
-    done = wait_for(
-        lambda: (p := _read(core, namespace, "fails")).status.phase in ("Succeeded", "Failed") and p,
-        "pod fails to finish",
-        60,
-    )
+    done = wait_for(lambda: _finished(core, namespace, "fails"), "pod fails to finish", 60)
     assert done.status.phase == "Failed"
     states = {cs.name: cs.state.terminated for cs in done.status.container_statuses}
     assert (states["main"].exit_code, states["main"].reason, states["main"].message) == (3, "Error", "custom reason")
@@ -288,7 +255,9 @@ def test_restart_policy_always_restarts_and_counts(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess]
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
-    core.create_namespaced_pod(namespace, _pod("crashy", "print('run', flush=True); exit(4)", restartPolicy="Always"))
+    core.create_namespaced_pod(
+        namespace, python_pod("crashy", "print('run', flush=True); exit(4)", restartPolicy="Always")
+    )
 
     def restarted_twice() -> Any:
         pod = _read(core, namespace, "crashy")
@@ -308,7 +277,7 @@ def test_killed_process_is_reported_and_restarted(
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
     script = "import time; print('up', flush=True); time.sleep(3600)"
-    core.create_namespaced_pod(namespace, _pod("sturdy", script, restartPolicy="Always"))
+    core.create_namespaced_pod(namespace, python_pod("sturdy", script, restartPolicy="Always"))
     wait_for(lambda: "up" in _log(agents[0], namespace, "sturdy"), "sturdy to start", 60)
     pod = _read(core, namespace, "sturdy")
 
@@ -326,28 +295,25 @@ def test_killed_process_is_reported_and_restarted(
     wait_for(lambda: _log(agents[0], namespace, "sturdy").count("up") == 2, "the second run's output", 30)
 
 
-def test_init_containers_run_first_and_a_failing_one_fails_the_pod(
+def test_init_containers_run_first_and_a_failing_one_fails_thepython_pod(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess]
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
     shared = [{"name": "work", "mountPath": "/work-shared"}]
     init = {"name": "prepare", "image": "kubeinfer/test:dev", "volumeMounts": shared,
             "command": ["python", "-c", "open('/work-shared/ready', 'w').write('prepared')"]}  # fmt: skip
-    good = _pod("with-init", "print(open('/work-shared/ready').read())", container={"volumeMounts": shared},
+    good = python_pod("with-init", "print(open('/work-shared/ready').read())", container={"volumeMounts": shared},
                 initContainers=[init], volumes=[{"name": "work", "emptyDir": {}}])  # fmt: skip
     bad_init = {**init, "command": ["python", "-c", "raise SystemExit(7)"]}
-    bad = _pod("bad-init", "print('must not run')", initContainers=[bad_init],
+    bad = python_pod("bad-init", "print('must not run')", initContainers=[bad_init],
                volumes=[{"name": "work", "emptyDir": {}}])  # fmt: skip
     core.create_namespaced_pod(namespace, good)
     core.create_namespaced_pod(namespace, bad)
-
-    def finished(name: str) -> Any:
-        pod = _read(core, namespace, name)
-        return pod.status.phase in ("Succeeded", "Failed") and pod
-
-    assert wait_for(lambda: finished("with-init"), "with-init to finish", 60).status.phase == "Succeeded"
+    assert (
+        wait_for(lambda: _finished(core, namespace, "with-init"), "with-init to finish", 60).status.phase == "Succeeded"
+    )
     assert _log(agents[0], namespace, "with-init") == "prepared\n"
-    failed = wait_for(lambda: finished("bad-init"), "bad-init to fail", 60)
+    failed = wait_for(lambda: _finished(core, namespace, "bad-init"), "bad-init to fail", 60)
     assert failed.status.phase == "Failed"
     assert failed.status.init_container_statuses[0].state.terminated.exit_code == 7
     assert failed.status.container_statuses[0].state.waiting.reason == "PodInitializing"
@@ -379,7 +345,7 @@ def test_pod_deletion_stops_processes_within_grace(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess], script: str, grace: int, last_words: str
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
-    core.create_namespaced_pod(namespace, _pod("victim", script, terminationGracePeriodSeconds=grace))
+    core.create_namespaced_pod(namespace, python_pod("victim", script, terminationGracePeriodSeconds=grace))
     log_file = agents[0].container_log(namespace, "victim", "main")
     wait_for(lambda: "ready" in _log(agents[0], namespace, "victim"), "victim to start", 60)
     uid = _read(core, namespace, "victim").metadata.uid
@@ -399,13 +365,13 @@ def _waiting(core: Any, namespace: str, name: str) -> Any:
 
 def test_image_entrypoints_and_config_errors(api_client: Any, namespace: str, agents: list[NodeAgentProcess]) -> None:
     core: Any = client.CoreV1Api(api_client)
-    echo = _pod("echo", "", container={"image": "registry.local/echoer:1.0", "args": ["hello", "$(WHO)"],
+    echo = python_pod("echo", "", container={"image": "registry.local/echoer:1.0", "args": ["hello", "$(WHO)"],
                                        "env": [{"name": "WHO", "value": "world"}]})  # fmt: skip
     del echo["spec"]["containers"][0]["command"]
-    unknown = _pod("unknown", "", container={"image": "busybox:1.36"})
+    unknown = python_pod("unknown", "", container={"image": "busybox:1.36"})
     del unknown["spec"]["containers"][0]["command"]
     late_env = [{"name": "V", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "v"}}}]
-    late = _pod("late", "import os; print('v is', os.environ['V'])", container={"env": late_env})
+    late = python_pod("late", "import os; print('v is', os.environ['V'])", container={"env": late_env})
     for pod in (echo, unknown, late):
         core.create_namespaced_pod(namespace, pod)
 
@@ -436,19 +402,19 @@ def test_crashed_agent_leaves_pods_until_cleanup(
     agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-crash"], tmp_path, api_port=control_plane.api_port)
     try:
         agent.start()
-        pod = _pod("orphan", "import time; print('up', flush=True); time.sleep(3600)", nodeName="na-crash")
+        pod = python_pod("orphan", "import time; print('up', flush=True); time.sleep(3600)", nodeName="na-crash")
         core.create_namespaced_pod(namespace, pod)
         wait_for(lambda: "up" in _log(agent, namespace, "orphan"), "orphan to start", 60)
         uid = _read(core, namespace, "orphan").metadata.uid
 
-        def netns_of_pod() -> bool:
+        def netns_ofpython_pod() -> bool:
             listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
             return uid[:13] in listing
 
         agent.kill(keep_pods=True)  # like a kubelet crash: the pod's processes survive
-        assert netns_of_pod()
+        assert netns_ofpython_pod()
         agent.cleanup()
-        assert not netns_of_pod()
+        assert not netns_ofpython_pod()
     finally:
         agent.stop()
         core.delete_node("na-crash")
