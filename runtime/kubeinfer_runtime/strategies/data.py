@@ -22,11 +22,11 @@ def image_compute(pipe: Any, task_parameters: dict[str, Any], output_type: str =
 
     `output_type="np"` gives float arrays instead of PIL images (tests compare them within 1e-5).
     """
-    check_call_parameters(pipe, task_parameters)
+    check_call_parameters(type(pipe), task_parameters)
 
     def compute(batch: list[Item]) -> list[Any]:
         params = item_parameters(task_parameters, batch[0])
-        check_call_parameters(pipe, params)
+        check_call_parameters(type(pipe), params)
         return generate_images(pipe, batch, params, output_type=output_type)
 
     return compute

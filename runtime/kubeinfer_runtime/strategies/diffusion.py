@@ -49,19 +49,19 @@ def load_pipeline(model_dir: Path, source: ModelSource, **overrides: Any) -> Any
     return cls.from_pretrained(model_dir, dtype=torch_dtype(source.dtype), **overrides)
 
 
-def check_call_parameters(pipe: Any, params: dict[str, Any]) -> None:
-    """Reject task.parameters the pipeline does not take, before any compute."""
+def check_call_parameters(cls: type[Any], params: dict[str, Any]) -> None:
+    """Reject task.parameters the pipeline class does not take, before any compute."""
     reserved = sorted(set(params) & set(RESERVED))
     if reserved:
         raise ValueError(f"task.parameters: {reserved} are set by kubeinfer (prompts from inputs, seeds from "
                          "task.seed); remove them")
-    signature = inspect.signature(pipe.__call__)
+    signature = inspect.signature(cls.__call__)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
         return
     unknown = sorted(set(params) - set(signature.parameters))
     if unknown:
-        raise ValueError(f"task.parameters: {type(pipe).__name__} does not take {unknown}; "
-                         f"it takes {sorted(set(signature.parameters) - set(RESERVED))}")
+        raise ValueError(f"task.parameters: {cls.__name__} does not take {unknown}; "
+                         f"it takes {sorted(set(signature.parameters) - set(RESERVED) - {'self'})}")
 
 
 def generators(batch: list[Item]) -> list[torch.Generator]:

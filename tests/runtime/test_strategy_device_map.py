@@ -1,0 +1,74 @@
+"""`deviceMap` strategy: 2 pods (one process each) with staged loading vs a plain pipeline call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from kubeinfer_runtime.strategies.device_map import parse_max_memory, plan_device_map
+from strategy_harness import Launcher, make_items, merged, run_inline
+from test_strategy_context import FLOAT_IMAGES, IMAGE_PARAMS, reference
+
+pytestmark = pytest.mark.runtime
+
+
+def dm_spec(nodes: int = 2, **device_map: Any) -> dict[str, Any]:
+    return {"model": {"uri": "/m", "dtype": "float32"},
+            "task": {"type": "text-to-image", "parameters": IMAGE_PARAMS},
+            "strategy": {"type": "deviceMap", "deviceMap": device_map}, "workers": {"nodes": nodes}}
+
+
+def test_staged_pods_equal_plain_pipeline(flux_dir: Path, run_strategy: Launcher) -> None:
+    items = make_items(3)
+    spec = dm_spec(placement="balanced", maxMemory={"0": "1GiB", "cpu": "4GiB"})
+    spec["strategy"]["batchSize"] = 1
+    reports = run_strategy(spec, flux_dir, {"three": items, "one": make_items(1), "empty": []}, env=FLOAT_IMAGES)
+    want = reference(flux_dir, items)
+    for case, expected in (("three", want), ("one", {0: want[0]})):
+        got = merged(reports, case)
+        assert sorted(got) == sorted(expected)
+        for index, (output, error) in got.items():
+            assert error is None, error
+            assert np.array_equal(output, expected[index]), f"item {index} differs from the plain pipeline"
+    assert merged(reports, "empty") == {}
+    assert [len(r["cases"]["three"]) for r in reports] == [2, 1], "pods are data-parallel replicas"
+
+
+def test_unstaged_equals_plain_pipeline(flux_dir: Path) -> None:
+    items = make_items(2)
+    results = run_inline(dm_spec(nodes=1, stagedLoading=False), flux_dir, items)
+    want = reference(flux_dir, items)
+    for result in results:
+        assert result.error is None, result.error
+        assert np.array_equal(np.asarray(result.output), (want[result.item.index] * 255).round().astype("uint8"))
+
+
+def test_text_generation_with_device_map(gpt2_dir: Path) -> None:
+    from test_strategy_data import reference_texts
+
+    items = make_items(2)
+    spec = {"model": {"uri": "/m", "dtype": "float32"},
+            "task": {"type": "text-generation", "parameters": {"max_new_tokens": 8}},
+            "strategy": {"type": "deviceMap", "deviceMap": {"placement": "sequential"}}}
+    results = run_inline(spec, gpt2_dir, items)
+    assert {r.item.index: r.output for r in results} == reference_texts(gpt2_dir, items)
+
+
+def test_plan_spreads_blocks_over_fake_gpus(flux_dir: Path) -> None:
+    size = (flux_dir / "transformer" / "diffusion_pytorch_model.safetensors").stat().st_size
+    per_gpu = int(size * 0.7)
+    plan = plan_device_map(flux_dir, "transformer", "sequential", {0: per_gpu, 1: per_gpu, "cpu": "1GiB"},
+                           dtype=torch.float32)
+    assert {0, 1} <= set(plan.values()), plan
+    balanced = plan_device_map(flux_dir, "transformer", "balanced", {0: "1GiB", 1: "1GiB"})
+    assert {0, 1} <= set(balanced.values()), "balanced must use both GPUs even when one would do"
+
+
+def test_max_memory_keys() -> None:
+    assert parse_max_memory({"0": "70GiB", "1": "70GiB", "cpu": "200GiB"}, gpus=1) == {0: "70GiB", "cpu": "200GiB"}
+    with pytest.raises(ValueError, match="deviceMap.maxMemory: key 'gpu0' must be a GPU index"):
+        parse_max_memory({"gpu0": "1GiB"}, gpus=1)
