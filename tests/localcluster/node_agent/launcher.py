@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -22,13 +23,21 @@ def container_log(workdir: Path, namespace: str, pod: str, container: str) -> Pa
     return workdir / "logs" / f"{namespace}_{pod}_{container}.log"
 
 
+def _terminate_with_parent() -> None:
+    """In the child: SIGTERM (a clean shutdown) when the test process dies, so a killed pytest leaks nothing."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def pod_processes(node: str, pod_uid: str) -> list[int]:
     """Pids of every process of a pod (to kill a worker mid-job the way a crash would)."""
     return netns_pids(netns_name(node, pod_uid))
 
 
 class NodeAgentProcess:
-    """One agent process serving `nodes`; pause()/kill() simulate a lost node."""
+    """One agent process serving `nodes`; pause()/kill() simulate a lost node.
+
+    Unless `detach`, the agent shuts down cleanly when the process that started it dies.
+    """
 
     def __init__(
         self,
@@ -43,6 +52,7 @@ class NodeAgentProcess:
         gpus: int = 0,
         backoff_base: float = 1.0,
         extra_args: Sequence[str] = (),
+        detach: bool = False,
     ) -> None:
         self.kubeconfig, self.nodes, self.workdir = kubeconfig, list(nodes), workdir.resolve()
         self.argv = [
@@ -53,6 +63,7 @@ class NodeAgentProcess:
             *[arg for node in self.nodes for arg in ("--node", node)], *extra_args,
         ]  # fmt: skip
         self.log_file = self.workdir / f"agent-{'-'.join(self.nodes)}.log"
+        self.detach = detach
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> NodeAgentProcess:
@@ -64,7 +75,8 @@ class NodeAgentProcess:
         }
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL)  # fmt: skip
+                                         stdin=subprocess.DEVNULL,
+                                         preexec_fn=None if self.detach else _terminate_with_parent)  # fmt: skip
         self.wait_ready(timeout)
         return self
 
