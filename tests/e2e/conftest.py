@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
+from e2e.support.fixtures import *  # noqa: F403  (cluster, nodes, crd, operator, job_namespace, tiny_models)
 from localcluster.binaries import binary, log_tail
 from localcluster.controlplane import ControlPlane
 from localcluster.s3 import S3Server

@@ -1,0 +1,94 @@
+"""Fixtures of the kubeinfer e2e tests, on whichever cluster `--cluster` names.
+
+tests/e2e/conftest.py imports them (`from e2e.support.fixtures import *`), so every e2e module
+gets: `cluster` (the facade), `nodes` (workers can run), `crd`, `operator` (installed by Helm and
+Running), `job_namespace` (fresh, with the `s3-credentials` Secret) and `tiny_models` (in S3).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.support.cluster import Cluster
+from e2e.support.models import upload_tiny_models
+from e2e.support.options import cluster_kind
+
+__all__ = ["cluster", "crd", "job_namespace", "nodes", "operator", "tiny_models"]
+BUCKETS = ("models", "outputs")
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster under test, with the `models` and `outputs` buckets."""
+    if cluster_kind(request.config) == "kind":
+        from e2e.support.kind import KindBackend
+
+        facade = Cluster(KindBackend.from_env())
+    else:
+        from e2e.support.local import LocalBackend
+
+        backend = LocalBackend(
+            request.getfixturevalue("control_plane"),
+            request.getfixturevalue("s3_server"),
+            tmp_path_factory.mktemp("nodes"),
+        )
+        facade = Cluster(backend)
+    s3 = facade.backend.s3_client()
+    for bucket in BUCKETS:
+        if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+            s3.create_bucket(Bucket=bucket)
+    yield facade
+
+
+@pytest.fixture(scope="session")
+def nodes(cluster: Cluster) -> Iterator[Cluster]:
+    """Nodes that run pods: the local node agents (kind brings its own kubelets)."""
+    from e2e.support.local import LocalBackend
+
+    backend = cluster.backend
+    if isinstance(backend, LocalBackend):
+        try:
+            backend.start_agents()
+            yield cluster
+        finally:
+            backend.stop_agents()
+    else:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> Cluster:
+    """The generated CRD, established in the apiserver."""
+    cluster.install_crd()
+    return cluster
+
+
+@pytest.fixture
+def operator(nodes: Cluster) -> Cluster:
+    """The operator installed by `helm install` and Running (re-installed if a test uninstalled it)."""
+    if not nodes.operator_installed():
+        nodes.install_operator(upgrade=True)
+    nodes.wait_operator_running()
+    return nodes
+
+
+@pytest.fixture
+def job_namespace(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test with the `s3-credentials` Secret the examples name; deleted after."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{uuid.uuid4().hex[:5]}"
+    cluster.create_namespace(name)
+    cluster.create_s3_secret(name)
+    yield name
+    cluster.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(cluster: Cluster) -> dict[str, Path]:
+    """The tiny random models built offline (cached) and uploaded to s3://models/tiny-<kind>/."""
+    return upload_tiny_models(cluster.backend.s3_client())

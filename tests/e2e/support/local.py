@@ -1,0 +1,135 @@
+"""The local backend: real control plane + MinIO (H1's fixtures) and test node agents running pods as processes.
+
+Images are recorded, not pulled: the agents map the two image names to the console scripts the
+Dockerfile's ENTRYPOINTs run (`kubeinfer-operator`, `kubeinfer-worker`) from the project's venv.
+So the operator runs as a real pod with in-cluster config and its ServiceAccount token: it has the
+chart's RBAC and nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2e.support.cluster import Cluster
+from localcluster.binaries import binary, spawn, wait_until
+from localcluster.controlplane import ControlPlane
+from localcluster.node_agent.launcher import NodeAgentProcess, container_log, pod_processes
+from localcluster.s3 import REGION, S3Server
+
+OPERATOR_IMAGE = "kubeinfer/kubeinfer-operator"
+WORKER_IMAGE = "kubeinfer/kubeinfer-runtime"
+TAG = "e2e"
+NODES = ("e2e-a", "e2e-b")
+SPARE_NODE = "e2e-spare"
+SPARE_TAINT = "kubeinfer-e2e/spare=true:NoSchedule"
+ENTRYPOINTS = {"kubeinfer-operator": ["kubeinfer-operator"], "kubeinfer-runtime": ["kubeinfer-worker"]}
+AGENT_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@dataclass
+class LocalBackend:
+    """Implements `support.cluster.Backend` on the local cluster."""
+
+    plane: ControlPlane
+    s3: S3Server
+    workdir: Path
+    agents: dict[str, NodeAgentProcess] = field(default_factory=dict)
+    name: str = "local"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.plane.admin_kubeconfig
+
+    @property
+    def kubectl_bin(self) -> str:
+        return str(binary("kubectl"))
+
+    @property
+    def helm_bin(self) -> str:
+        return str(binary("helm"))
+
+    def start_agents(self) -> None:
+        """One agent process per node (so one can be lost alone); the spare node is tainted."""
+        for node in (*NODES, SPARE_NODE):
+            self._start_agent(node)
+        Cluster(self).kubectl("taint", "node", SPARE_NODE, SPARE_TAINT, "--overwrite")
+
+    def _start_agent(self, node: str) -> None:
+        args = [arg for image, argv in ENTRYPOINTS.items() for arg in ("--entrypoint", f"{image}={json.dumps(argv)}")]
+        args += [arg for key, value in AGENT_ENV.items() for arg in ("--env", f"{key}={value}")]
+        agent = NodeAgentProcess(
+            self.kubeconfig, [node], self.workdir, api_port=self.plane.pod_api_port, extra_args=args, cpu="8"
+        )
+        self.agents[node] = agent.start()
+
+    def stop_agents(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+
+    def chart_values(self) -> list[str]:
+        return [
+            f"image.repository={OPERATOR_IMAGE}", f"image.tag={TAG}", "image.pullPolicy=Never",
+            f"workerImage.repository={WORKER_IMAGE}", f"workerImage.tag={TAG}",
+        ]  # fmt: skip
+
+    def s3_client(self) -> Any:
+        return self.s3.client()
+
+    def s3_pod_env(self) -> dict[str, str]:
+        return self.s3.env(for_pods=True)
+
+    def container_log(self, namespace: str, pod: str, container: str) -> str:
+        path = container_log(self.workdir, namespace, pod, container)
+        return path.read_text(errors="replace") if path.exists() else f"(no log file {path})"
+
+    def kill_container(self, namespace: str, pod: str) -> None:
+        """SIGKILL every process of the pod, as an OOM kill or a segfault would end it."""
+        obj = Cluster(self).get("pod", pod, namespace)
+        assert obj is not None, f"pod {namespace}/{pod} does not exist"
+        pids = pod_processes(obj["spec"]["nodeName"], obj["metadata"]["uid"])
+        assert pids, f"pod {namespace}/{pod} has no running process"
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def lose_node(self, node: str) -> None:
+        """Power loss: the agent and every pod process on the node die; the lease stops."""
+        self.agents[node].kill(keep_pods=False)
+
+    def restore_node(self, node: str) -> None:
+        if self.agents[node].proc is None:
+            self._start_agent(node)
+
+    def spare_node(self) -> str:
+        return SPARE_NODE
+
+    def stop_s3(self) -> None:
+        self.s3.stop()
+
+    def start_s3(self) -> None:
+        """Start MinIO again on the same port, data and credentials, so pods keep their endpoint."""
+        env = {
+            "MINIO_ROOT_USER": self.s3.access_key, "MINIO_ROOT_PASSWORD": self.s3.secret_key,
+            "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_REGION": REGION,
+        }  # fmt: skip
+        argv: list[str | Path] = [
+            binary("minio"), "server", "--quiet", "--address", f"0.0.0.0:{self.s3.port}", self.s3.workdir / "data",
+        ]  # fmt: skip
+        spawn("minio", argv, self.s3.logs, env=env, detach=self.s3.detach)
+        wait_until(self._s3_ready, "minio (restarted)", 60, self.s3.log_file)
+
+    def _s3_ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.s3.endpoint_url}/minio/health/ready", timeout=5) as response:
+            return bool(response.status == 200)
+
+    def log_files(self) -> list[Path]:
+        agent_logs = [agent.log_file for agent in self.agents.values()]
+        return [*self.plane.log_files(), self.s3.log_file, *agent_logs]
+
