@@ -420,21 +420,39 @@ def test_crashed_agent_leaves_pods_until_cleanup(
         core.delete_node("na-crash")
 
 
-def test_paused_agent_makes_node_not_ready(control_plane: ControlPlane, api_client: Any, tmp_path: Path) -> None:
-    core: Any = client.CoreV1Api(api_client)
-    agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-pause"], tmp_path, api_port=control_plane.api_port)
+def _ready(conditions: Any) -> str:
+    return str({c.type: c.status for c in conditions or []}.get("Ready"))
 
-    def ready() -> str:
-        return str({c.type: c.status for c in core.read_node("na-pause").status.conditions}["Ready"])
+
+def test_paused_agent_makes_node_not_ready_and_recovers(
+    control_plane: ControlPlane, api_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    core: Any = client.CoreV1Api(api_client)
+    agent = NodeAgentProcess(
+        control_plane.admin_kubeconfig, ["na-pause"], tmp_path, api_port=control_plane.api_port, gpus=2
+    )
+
+    def node_ready() -> str:
+        return _ready(core.read_node("na-pause").status.conditions)
+
+    def pod_ready() -> str:
+        return _ready(_read(core, namespace, "steady").status.conditions)
 
     try:
         agent.start()
         node = core.read_node("na-pause")
-        assert node.status.capacity["nvidia.com/gpu"] == "0" and node.status.allocatable["cpu"] == "8"
-        agent.pause()
-        wait_for(lambda: ready() == "Unknown", "the node-lifecycle controller to mark na-pause Unknown", 60)
+        assert node.status.capacity["nvidia.com/gpu"] == "2" and node.status.allocatable["cpu"] == "8"
+        pod = python_pod("steady", "import time; time.sleep(3600)", nodeName="na-pause", restartPolicy="Always")
+        core.create_namespaced_pod(namespace, pod)
+        wait_for(lambda: pod_ready() == "True", "steady to be Ready", 60)
+
+        agent.pause()  # leases stop; the pod's process keeps running, as on a partitioned node
+        wait_for(lambda: node_ready() == "Unknown", "the node-lifecycle controller to mark na-pause Unknown", 60)
+        wait_for(lambda: pod_ready() == "False", "the controller to mark steady not Ready", 30)
         agent.resume()
-        wait_for(lambda: ready() == "True", "na-pause Ready again", 30)
+        wait_for(lambda: node_ready() == "True", "na-pause Ready again", 30)
+        wait_for(lambda: pod_ready() == "True", "the agent to report steady Ready again", 30)
+        assert _read(core, namespace, "steady").status.container_statuses[0].restart_count == 0
     finally:
         agent.stop()
         core.delete_node("na-pause")

@@ -19,12 +19,13 @@ from .hosts import hosts_file, resolv_conf, write_in_place
 from .kube import ApiError, Informer, Kube
 from .node import NodeHeartbeat, node_capacity
 from .pod import PodRunner, Runtime
-from .status import merge_conditions
+from .status import merge_conditions, status_drifted
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 TICK_SECONDS = 0.5
 SHUTDOWN_GRACE_SECONDS = 5.0
+DRIFT_REPAIR_SECONDS = 3.0
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Agent:
         self.runtimes = {n: self._runtime(n) for n in cfg.nodes}
         self.runners: dict[str, PodRunner] = {}
         self.written: dict[str, Obj] = {}
+        self.written_at: dict[str, float] = {}
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.pods = Informer(self.kube, "/api/v1/pods", self.wake.set)
@@ -205,18 +207,27 @@ class Agent:
         self.runners[pod["metadata"]["uid"]] = PodRunner(pod, self.runtimes[node])
         log.info("admitted %s/%s on %s", pod["metadata"]["namespace"], pod["metadata"]["name"], node)
 
-    def _publish(self, runner: PodRunner, extra: Obj | None = None) -> None:
-        """Write status when it changed; finish deletion once the pod's processes are gone."""
-        status = {**runner.status(), **(extra or {})}
+    def _publish(self, runner: PodRunner) -> None:
+        """Write status when it changed (or someone else changed it); finish deletion once nothing runs."""
+        status = runner.status()
         done = runner.stopping and runner.stopped
-        if status != self.written.get(runner.uid) and self._put_status(runner, status):
+        changed = status != self.written.get(runner.uid)
+        # e.g. the node-lifecycle controller set Ready=False while this agent was paused: repair it,
+        # at most every few seconds in case the apiserver normalises a field differently
+        drifted = status_drifted(runner.pod.get("status", {}), status) and (
+            time.monotonic() - self.written_at.get(runner.uid, 0.0) > DRIFT_REPAIR_SECONDS
+        )
+        if (changed or drifted) and self._put_status(runner, status):
             self.written[runner.uid] = status
+            self.written_at[runner.uid] = time.monotonic()
+            log.debug("%s: status written (%s)", runner.key, "changed" if changed else "repaired")
         if done:
             runner.release()  # sandbox first: once the pod is gone from the API nothing of it remains
             if runner.pod["metadata"].get("deletionTimestamp"):
                 self._delete(runner.pod)
             self.runners.pop(runner.uid, None)
             self.written.pop(runner.uid, None)
+            self.written_at.pop(runner.uid, None)
 
     def _put_status(self, runner: PodRunner, status: Obj) -> bool:
         meta = runner.pod["metadata"]

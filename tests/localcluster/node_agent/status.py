@@ -149,3 +149,17 @@ def merge_conditions(existing: list[Obj], ours: list[Obj]) -> list[Obj]:
         stamped["lastProbeTime"] = None
         merged.append(stamped)
     return merged
+
+
+def status_drifted(api_status: Obj, ours: Obj) -> bool:
+    """True when the API holds something else than what this agent reports for the fields it owns."""
+    for key, value in ours.items():
+        if key == "conditions":
+            have = {c["type"]: c for c in api_status.get("conditions") or []}
+            for cond in value:
+                seen = have.get(cond["type"], {})
+                if (seen.get("status"), seen.get("reason")) != (cond["status"], cond.get("reason")):
+                    return True
+        elif api_status.get(key) != value:
+            return True
+    return False
