@@ -74,6 +74,8 @@ def hosts_file(pod: Obj, pod_ip: str, pods: list[Obj], services: list[Obj]) -> s
         names = published_names(other, services)
         if names:
             lines.append(f"{other['status']['podIP']}\t{' '.join(names)}")
+    for alias in pod["spec"].get("hostAliases") or []:
+        lines.append(f"{alias['ip']}\t{' '.join(alias.get('hostnames', []))}")
     return "\n".join(lines) + "\n"
 
 
