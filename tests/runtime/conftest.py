@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from strategy_harness import Launcher, launch, tiny_model
 
 

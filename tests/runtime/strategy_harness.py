@@ -63,7 +63,8 @@ def launch(spec: dict[str, Any], model_dir: Path, cases: dict[str, list[dict[str
     tmp.mkdir(parents=True, exist_ok=True)
     cases_file = tmp / "cases.json"
     cases_file.write_text(json.dumps(cases))
-    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("api", "runtime", "tests")),
+    path = os.pathsep.join(str(REPO / p) for p in ("api", "runtime", "tests"))
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path,
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(WORKER),

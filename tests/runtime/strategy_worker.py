@@ -34,7 +34,7 @@ def main() -> None:
         strategy = strategy_for(job.plan.strategy)(RunContext(job=job, dist=dist, model_dir=Path(model_dir),
                                                               strategy=job.plan.strategy))
         if "KUBEINFER_TEST_IMAGE_OUTPUT" in os.environ:  # "np": float images, for tolerance comparisons
-            strategy.output_type = os.environ["KUBEINFER_TEST_IMAGE_OUTPUT"]  # type: ignore[attr-defined]
+            strategy.output_type = os.environ["KUBEINFER_TEST_IMAGE_OUTPUT"]
         strategy.load()
         for name, raw_items in json.loads(Path(cases_file).read_text()).items():
             items = [Item(**raw) for raw in raw_items]

@@ -50,7 +50,7 @@ def test_resolution(flux_dir: Path, gpt2_dir: Path, monkeypatch: pytest.MonkeyPa
     lm_size = model_bytes(gpt2_dir, "bfloat16")
     monkeypatch.setattr(auto, "device_memory", lambda device: lm_size // 2)
     assert resolve_strategy(job("text-generation", gpus=2), gpt2_dir, "cuda:0")[0] == "pipeline"
-    with pytest.raises(ValueError, match="add GPUs"):
+    with pytest.raises(ValueError, match=r"add GPUs"):
         resolve_strategy(job("text-generation", gpus=1), gpt2_dir, "cuda:0")
 
 
@@ -61,5 +61,5 @@ def test_explicit_strategy_passes_through(flux_dir: Path) -> None:
 
 
 def test_no_safetensors_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="auto needs \\*.safetensors weights"):
+    with pytest.raises(ValueError, match=r"auto needs \*\.safetensors weights"):
         resolve_strategy(job("text-to-image"), tmp_path, "cpu")

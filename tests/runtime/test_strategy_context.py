@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from strategy_harness import Launcher, make_items, merged, run_inline
 
 pytestmark = pytest.mark.runtime
@@ -73,7 +72,7 @@ def test_ulysses_degree_must_divide_heads(flux_dir: Path) -> None:
     class Transformer:
         config = Config()
 
-    with pytest.raises(ValueError, match="ulyssesDegree: 2 does not divide the model's 3 attention heads"):
+    with pytest.raises(ValueError, match=r"ulyssesDegree: 2 does not divide the model's 3 attention heads"):
         check_heads(Transformer(), 2)
     with pytest.raises(ValueError, match=r"ringDegree \* ulyssesDegree \(2\) must be at least 2 and divide"):
         run_inline(cp_spec(1, ulyssesDegree=2) | {"workers": {"processesPerNode": 2}}, flux_dir, [])

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from strategy_harness import Launcher, make_items, merged, run_inline
 
 pytestmark = pytest.mark.runtime
@@ -87,12 +86,12 @@ def test_wrong_pipeline_class_is_a_clear_error(flux_dir: Path) -> None:
     with pytest.raises(ValueError, match=r"spec.model.pipeline: StableDiffusionPipeline needs components .*unet"):
         run_inline(spec, flux_dir, [])
     spec["model"]["pipeline"] = "NoSuchPipeline"
-    with pytest.raises(ValueError, match="spec.model.pipeline: 'NoSuchPipeline' is not a diffusers pipeline"):
+    with pytest.raises(ValueError, match=r"spec.model.pipeline: 'NoSuchPipeline' is not a diffusers pipeline"):
         run_inline(spec, flux_dir, [])
 
 
 def test_not_a_pipeline_folder_is_a_clear_error(gpt2_dir: Path) -> None:
-    with pytest.raises(ValueError, match="spec.model.uri: .* has no model_index.json"):
+    with pytest.raises(ValueError, match=r"spec.model.uri: .* has no model_index.json"):
         run_inline(flux_spec(), gpt2_dir, [])
 
 

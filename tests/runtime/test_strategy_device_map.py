@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-from kubeinfer_runtime.strategies.device_map import parse_max_memory, plan_device_map
 from strategy_harness import Launcher, make_items, merged, run_inline
 from test_strategy_context import FLOAT_IMAGES, IMAGE_PARAMS, reference
+
+from kubeinfer_runtime.strategies.device_map import parse_max_memory, plan_device_map
 
 pytestmark = pytest.mark.runtime
 
@@ -70,5 +70,5 @@ def test_plan_spreads_blocks_over_fake_gpus(flux_dir: Path) -> None:
 
 def test_max_memory_keys() -> None:
     assert parse_max_memory({"0": "70GiB", "1": "70GiB", "cpu": "200GiB"}, gpus=1) == {0: "70GiB", "cpu": "200GiB"}
-    with pytest.raises(ValueError, match="deviceMap.maxMemory: key 'gpu0' must be a GPU index"):
+    with pytest.raises(ValueError, match=r"deviceMap.maxMemory: key 'gpu0' must be a GPU index"):
         parse_max_memory({"gpu0": "1GiB"}, gpus=1)

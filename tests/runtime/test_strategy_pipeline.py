@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import torch
+from strategy_harness import Launcher, make_items, merged
 
 from kubeinfer_runtime.strategies.pipeline import auto_split_points, check_parameters, check_split_points
-from strategy_harness import Launcher, make_items, merged
 
 pytestmark = pytest.mark.runtime
 NEW_TOKENS = 6
@@ -74,9 +74,9 @@ def test_bad_options_are_clear_errors(gpt2_dir: Path) -> None:
     model = load(gpt2_dir)[0]
     with pytest.raises(ValueError, match=r"splitPoints: \['transformer.h.9'\] are not modules of GPT2LMHeadModel"):
         check_split_points(model, ["transformer.h.9"], 2)
-    with pytest.raises(ValueError, match="2 points make 3 stages but there are 2 processes"):
+    with pytest.raises(ValueError, match=r"2 points make 3 stages but there are 2 processes"):
         check_split_points(model, ["transformer.h.1", "transformer.h.2"], 2)
-    with pytest.raises(ValueError, match="do_sample: strategy pipeline generates greedily"):
+    with pytest.raises(ValueError, match=r"do_sample: strategy pipeline generates greedily"):
         check_parameters({"do_sample": True})
     with pytest.raises(ValueError, match=r"supports only max_new_tokens .* \['top_k'\]"):
         check_parameters({"top_k": 3})

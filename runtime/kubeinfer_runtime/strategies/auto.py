@@ -10,6 +10,7 @@ import json
 import math
 import struct
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -39,7 +40,7 @@ def model_bytes(model_dir: Path, dtype: str) -> int:
     for path in files:
         for tensor in _header(path).values():
             stored = str(tensor["dtype"])
-            numel = math.prod(tensor["shape"])  # type: ignore[arg-type]
+            numel = math.prod(cast(list[int], tensor["shape"]))
             floating = stored.startswith(("F", "BF"))
             total += numel * (FLOAT_ITEMSIZE[dtype] if floating else _STORED_ITEMSIZE.get(stored, 4))
     return total

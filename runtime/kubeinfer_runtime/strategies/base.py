@@ -61,6 +61,8 @@ class Strategy:
     """Base class: subclasses set `name`, load the model in `load`, compute in `run`."""
 
     name: ClassVar[str]
+    #: text-to-image results: "pil" (PIL images); "np" gives float arrays, for tolerance comparisons in tests.
+    output_type: str = "pil"
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx

@@ -39,7 +39,6 @@ def check_heads(transformer: Any, ulysses_degree: int) -> None:
 class ContextParallel(Strategy):
     name = "context"
     compute: Compute
-    output_type = "pil"
 
     def load(self) -> None:
         from diffusers import ContextParallelConfig

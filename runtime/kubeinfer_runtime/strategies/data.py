@@ -53,7 +53,6 @@ def run_batches(items: Sequence[Item], batch_size: int, task_parameters: dict[st
 class DataParallel(Strategy):
     name = "data"
     compute: Compute
-    output_type = "pil"
 
     def load(self) -> None:
         from kubeinfer_runtime.strategies.diffusion import load_pipeline

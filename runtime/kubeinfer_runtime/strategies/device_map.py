@@ -59,7 +59,6 @@ def plan_device_map(model_dir: Path, subfolder: str, placement: str, max_memory:
 class DeviceMap(Strategy):
     name = "deviceMap"
     compute: Compute | None = None
-    output_type = "pil"
 
     def load(self) -> None:
         """Validate everything and, when not staging, load once; staged models load per wave in `run`."""
@@ -109,7 +108,8 @@ class DeviceMap(Strategy):
         params = [item_parameters(spec.task.parameters, batch[0]) for batch in wave]
         for p in params:
             check_call_parameters(self.pipeline_cls, p)
-        embeds = staged.encode(model_dir, spec.model, wave, params, device, self.pipeline_kwargs)
-        latents = staged.denoise(model_dir, spec.model, wave, params, embeds, self.model_kwargs, device)
-        images = staged.decode(model_dir, spec.model, latents, params, device, self.output_type)
+        with torch.inference_mode():
+            embeds = staged.encode(model_dir, spec.model, wave, params, device, self.pipeline_kwargs)
+            latents = staged.denoise(model_dir, spec.model, wave, params, embeds, self.model_kwargs, device)
+            images = staged.decode(model_dir, spec.model, latents, params, device, self.output_type)
         return [image for batch in images for image in batch]

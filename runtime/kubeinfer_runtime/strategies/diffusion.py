@@ -21,7 +21,7 @@ from kubeinfer_runtime.strategies.common import torch_dtype
 RESERVED = ("prompt", "generator", "output_type", "num_images_per_prompt", "return_dict", "latents")
 
 
-def pipeline_class(model_dir: Path, source: ModelSource) -> type[Any]:
+def pipeline_class(model_dir: Path, source: ModelSource) -> Any:
     """The DiffusionPipeline subclass named by spec.model.pipeline or model_index.json, checked against the files."""
     import diffusers
 
@@ -31,11 +31,12 @@ def pipeline_class(model_dir: Path, source: ModelSource) -> type[Any]:
                          "(task.type text-to-image needs one)")
     index = json.loads(index_file.read_text())
     name = source.pipeline or index.get("_class_name", "")
-    cls = getattr(diffusers, name, None)
+    cls: Any = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)):
         raise ValueError(f"spec.model.pipeline: {name!r} is not a diffusers pipeline class "
                          "(e.g. FluxPipeline, StableDiffusionPipeline); leave it unset to use model_index.json")
-    expected, _optional = cls._get_signature_keys(cls)
+    signature_keys: Any = diffusers.DiffusionPipeline._get_signature_keys
+    expected, _optional = signature_keys(cls)
     missing = sorted(set(expected) - set(index))
     if missing:
         raise ValueError(f"spec.model.pipeline: {name} needs components {missing} that {model_dir} does not have "
@@ -68,10 +69,10 @@ def generators(batch: list[Item]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
 
 
-@torch.inference_mode()
 def generate_images(pipe: Any, batch: list[Item], params: dict[str, Any], **extra: Any) -> list[Any]:
     """One pipeline call for the batch; PIL images in item order (or latents with output_type=latent)."""
     output_type = extra.pop("output_type", "pil")
-    out = pipe(prompt=[item.prompt for item in batch], generator=generators(batch), output_type=output_type,
-               num_images_per_prompt=1, **params, **extra)
+    with torch.inference_mode():
+        out = pipe(prompt=[item.prompt for item in batch], generator=generators(batch), output_type=output_type,
+                   num_images_per_prompt=1, **params, **extra)
     return list(out.images)

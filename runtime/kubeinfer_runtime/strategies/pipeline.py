@@ -82,7 +82,7 @@ def unwrap_inner_no_grad(model: torch.nn.Module) -> list[str]:
     for name, module in model.named_modules():
         forward = type(module).forward
         if hasattr(forward, "__wrapped__") and forward.__code__.co_filename.endswith("_contextlib.py"):
-            module.forward = types.MethodType(forward.__wrapped__, module)  # type: ignore[method-assign]
+            module.forward = types.MethodType(forward.__wrapped__, module)
             unwrapped.append(name)
     return unwrapped
 

@@ -44,10 +44,9 @@ def vae_scale_factor(model_dir: Path) -> int:
     return int(2 ** (len(config["block_out_channels"]) - 1))
 
 
-@torch.inference_mode()
 def encode(model_dir: Path, source: ModelSource, waves: list[list[Item]], params: list[dict[str, Any]],
            device: str, placement: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Stage 1: prompt embeddings for every batch, with only the text encoders loaded."""
+    """Stage 1: prompt embeddings for every batch, with only the text encoders loaded (call in inference_mode)."""
     pipe = load_pipeline(model_dir, source, transformer=None, vae=None, **placement)
     if not placement:
         pipe.to(device)
@@ -61,7 +60,6 @@ def encode(model_dir: Path, source: ModelSource, waves: list[list[Item]], params
     return out
 
 
-@torch.inference_mode()
 def denoise(model_dir: Path, source: ModelSource, waves: list[list[Item]], params: list[dict[str, Any]],
             embeds: list[tuple[torch.Tensor, torch.Tensor]], transformer_kwargs: dict[str, Any],
             device: str) -> list[torch.Tensor]:
@@ -86,7 +84,6 @@ def denoise(model_dir: Path, source: ModelSource, waves: list[list[Item]], param
     return out
 
 
-@torch.inference_mode()
 def decode(model_dir: Path, source: ModelSource, latents: list[torch.Tensor], params: list[dict[str, Any]],
            device: str, output_type: str) -> list[list[Any]]:
     """Stage 3: images, with only the VAE loaded."""

@@ -20,7 +20,7 @@ DEFAULT_MAX_NEW_TOKENS = 32
 RESERVED = ("input_ids", "attention_mask", "generation_config", "num_return_sequences", "return_dict_in_generate")
 
 
-def lm_class(model_dir: Path, source: ModelSource) -> type[Any]:
+def lm_class(model_dir: Path, source: ModelSource) -> Any:
     """spec.model.pipeline (a transformers class) or AutoModelForCausalLM."""
     import transformers
 
@@ -29,8 +29,10 @@ def lm_class(model_dir: Path, source: ModelSource) -> type[Any]:
                          "(task.type text-generation needs one)")
     if not source.pipeline:
         return transformers.AutoModelForCausalLM
-    cls = getattr(transformers, source.pipeline, None)
-    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel | transformers.AutoModelForCausalLM)):
+    cls: Any = getattr(transformers, source.pipeline, None)
+    loadable = isinstance(cls, type) and (issubclass(cls, transformers.PreTrainedModel)
+                                          or cls.__name__.startswith("AutoModel"))
+    if not loadable:
         raise ValueError(f"spec.model.pipeline: {source.pipeline!r} is not a transformers model class "
                          "(e.g. AutoModelForCausalLM, GPT2LMHeadModel); leave it unset for AutoModelForCausalLM")
     return cls
@@ -59,7 +61,6 @@ def generation_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     return {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "do_sample": False, **params}
 
 
-@torch.inference_mode()
 def generate_text(model: Any, tokenizer: Any, item: Item, params: dict[str, Any], device: str) -> str:
     """The continuation of `item.prompt` (new tokens only, special tokens removed)."""
     kwargs = generation_kwargs(params)
@@ -67,5 +68,6 @@ def generate_text(model: Any, tokenizer: Any, item: Item, params: dict[str, Any]
     if kwargs.get("do_sample"):
         torch.manual_seed(item.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = model.generate(**encoded, pad_token_id=pad, **kwargs)
+    with torch.inference_mode():
+        out = model.generate(**encoded, pad_token_id=pad, **kwargs)
     return str(tokenizer.decode(out[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
