@@ -1,0 +1,149 @@
+"""One reconcile decision: (job, observation, now) -> the new status and the actions. Pure.
+
+Reads like a table of contents: finished jobs only expire; then completion, suspension, failure
+and restart policies in that order; otherwise the workers should run and we report how they do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kubeinfer_api.plan import build_plan
+from kubeinfer_api.progress import Progress
+from kubeinfer_api.spec import DistributedInferenceSpec
+from kubeinfer_api.status import DistributedInferenceStatus, OutputStatus, ProgressStatus, Reason
+from kubeinfer_operator import conditions, failure_policy, success_policy, suspend, ttl
+from kubeinfer_operator.conditions import Event
+from kubeinfer_operator.observe import Observation
+
+
+@dataclass
+class Decision:
+    status: DistributedInferenceStatus
+    workers: bool = False
+    delete_pods: tuple[str, ...] = ()
+    force_delete_pods: tuple[str, ...] = ()
+    delete_job: bool = False
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    restart_reason: str | None = None
+
+
+def merge_progress(old: ProgressStatus | None, report: Progress | None, now: datetime) -> ProgressStatus | None:
+    """status.progress from the workers' report; `updatedAt` is when the operator saw it advance."""
+    if report is None:
+        return old
+    advanced = old is None or (old.succeeded, old.failed, old.phase) != (report.succeeded, report.failed, report.phase)
+    done = report.succeeded + report.failed
+    return ProgressStatus(
+        total=report.total, succeeded=report.succeeded, failed=report.failed,
+        items_per_second=round(report.items_per_second, 3), eta_seconds=report.eta_seconds,
+        percent=min(100, done * 100 // report.total) if report.total else 0, phase=report.phase,
+        updated_at=conditions.iso(now) if advanced or old is None else old.updated_at,
+    )
+
+
+def _observed(status: DistributedInferenceStatus, spec: DistributedInferenceSpec, obs: Observation,
+              now: datetime, generation: int | None) -> None:
+    """Fields that mirror reality whatever the policies decide."""
+    status.observed_generation = generation
+    status.start_time = status.start_time or conditions.iso(now)
+    report = obs.progress
+    status.plan = report.plan if report is not None and report.plan is not None else build_plan(spec)
+    if report is not None and report.output is not None:
+        status.output = report.output
+    elif status.output is None:
+        status.output = OutputStatus(uri=spec.output.uri)
+    if obs.statefulset_exists and not conditions.is_true(status, "Created"):
+        conditions.set_condition(status, "Created", True, Reason.CHILDREN_CREATED,
+                                 "job ConfigMap, Service, StatefulSet and worker RBAC created", now, generation)
+
+
+def _report_workers(status: DistributedInferenceStatus, spec: DistributedInferenceSpec, obs: Observation,
+                    now: datetime, generation: int | None) -> None:
+    """No failure: say whether the gang runs, and end a restart once old pods are gone."""
+    nodes = spec.workers.nodes
+    if not obs.stale and conditions.is_true(status, "Restarting"):
+        conditions.set_condition(status, "Restarting", False, Reason.WORKERS_PENDING,
+                                 f"attempt {status.attempt} started", now, generation)
+    if obs.all_running(nodes):
+        conditions.set_condition(status, "Running", True, Reason.WORKERS_RUNNING,
+                                 f"{nodes} of {nodes} workers running (attempt {status.attempt})", now, generation)
+        return
+    if conditions.is_true(status, "Restarting"):
+        return
+    message = f"{obs.running} of {nodes} workers running (attempt {status.attempt})"
+    if obs.waiting:
+        message += "; " + "; ".join(obs.waiting)
+    conditions.set_condition(status, "Running", False, Reason.WORKERS_PENDING, message, now, generation)
+
+
+def _finish(decision: Decision, raw_ttl: int | None, now: datetime) -> Decision:
+    left = ttl.seconds_left(raw_ttl, decision.status, now)
+    if left is not None:
+        decision.delete_job = left <= 0
+        decision.requeue_after = max(left, 0.0)
+    decision.status.state = conditions.derive_state(decision.status)
+    return decision
+
+
+def decide(spec: DistributedInferenceSpec, old: DistributedInferenceStatus, obs: Observation, now: datetime,
+           generation: int | None) -> Decision:
+    status = old.model_copy(deep=True)
+    decision = Decision(status=status)
+    if conditions.finished(old):
+        return _with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old)
+    _observed(status, spec, obs, now, generation)
+    outcome = success_policy.judge(spec, obs.progress)
+    if outcome is not None:
+        status.progress = merge_progress(status.progress, obs.progress, now)
+        success_policy.apply(status, outcome, now, generation)
+    elif spec.suspend:
+        suspend.apply_suspend(status, now, generation)
+    else:
+        _run(decision, spec, obs, now, generation)
+    if not decision.workers:
+        # Teardown deletes the StatefulSet; pods on a dead node would hang in Terminating without this.
+        decision.force_delete_pods = obs.lost
+    return _with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old)
+
+
+def _run(decision: Decision, spec: DistributedInferenceSpec, obs: Observation, now: datetime,
+         generation: int | None) -> None:
+    status = decision.status
+    suspend.apply_resume(status, now, generation)
+    status.progress = merge_progress(status.progress, obs.progress, now)
+    verdict = failure_policy.judge(spec, status, obs, now)
+    if verdict is not None:
+        failure_policy.apply(status, verdict, now, generation)
+        if not verdict.restart:
+            return
+        decision.restart_reason = verdict.reason
+    decision.workers = True
+    if verdict is None:
+        _report_workers(status, spec, obs, now, generation)
+    # After a restart every pod of the old attempt is stale; pods on lost nodes go without grace.
+    stale = set(obs.stale) | (set(obs.current_pods) if verdict is not None else set())
+    decision.force_delete_pods = tuple(sorted(stale & set(obs.lost)))
+    decision.delete_pods = tuple(sorted(stale - set(obs.lost)))
+    deadline = failure_policy.stall_deadline(spec, status)
+    if deadline is not None:
+        decision.requeue_after = max(1.0, (deadline - now).total_seconds())
+
+
+def decide_invalid(old: DistributedInferenceStatus, message: str, raw_ttl: int | None, now: datetime,
+                   generation: int | None) -> Decision:
+    """A spec the CRD accepted but that can never run: Failed/InvalidSpec, nothing created."""
+    status = old.model_copy(deep=True)
+    if not conditions.finished(old):
+        status.observed_generation = generation
+        conditions.set_condition(status, "Failed", True, Reason.INVALID_SPEC, message, now, generation)
+        conditions.clear(status, "Running", Reason.INVALID_SPEC, message, now, generation)
+        status.completion_time = conditions.iso(now)
+    return _with_events(_finish(Decision(status=status), raw_ttl, now), old)
+
+
+def _with_events(decision: Decision, old: DistributedInferenceStatus) -> Decision:
+    decision.events = conditions.transitions(old, decision.status)
+    return decision

@@ -1,0 +1,129 @@
+"""Thin kopf handlers: one level-based reconcile loop per job, woken by the job's pods and progress.
+
+A per-job daemon is the only writer of a job's status and children, so passes never race; watches on
+worker pods and progress ConfigMaps only wake it. Everything is read back from the cluster on each
+pass, so an operator restarted at any moment resumes where the cluster says it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+
+from kubeinfer_api import GROUP, PLURAL, VERSION
+from kubeinfer_api.naming import COMPONENT_LABEL, JOB_LABEL
+from kubeinfer_operator.builders.common import COMPONENT_PROGRESS, COMPONENT_WORKER
+from kubeinfer_operator.kube import Kube, load_api_client
+from kubeinfer_operator.metrics import Metrics
+from kubeinfer_operator.reconciler import Reconciler, Result
+from kubeinfer_operator.settings import FINALIZER, PROGRESS_PREFIX, Settings
+
+log = logging.getLogger(__name__)
+ERROR_BACKOFF = (2.0, 5.0, 15.0, 30.0, 60.0)
+Wakeups = dict[tuple[str, str], asyncio.Event]
+
+
+@kopf.on.startup()
+def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    """All operator settings in one place: our finalizer, annotation prefix, posting, timeouts."""
+    config = Settings.from_env()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PROGRESS_PREFIX, key="last-handled-configuration")
+    # Our own events describe transitions; kopf posts only its warnings and errors as events.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 8
+    metrics = Metrics()
+    metrics.serve(config.metrics_port)
+    memo.settings = config
+    memo.metrics = metrics
+    memo.reconciler = Reconciler(Kube(load_api_client()), config, metrics)
+    memo.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")
+    memo.wakeups = {}
+    log.info("kubeinfer operator: worker image %s, metrics port %s", config.worker_image, config.metrics_port)
+
+
+@kopf.on.cleanup()
+def shutdown(*, memo: Any, **_: Any) -> None:
+    memo.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def wake(memo: Any, namespace: str | None, job: str | None) -> None:
+    wakeups: Wakeups = memo.wakeups
+    event = wakeups.get((namespace or "", job or ""))
+    if event is not None:
+        event.set()
+
+
+async def nap(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Sleep until woken, stopped or `seconds` pass; wakeups that arrive meanwhile coalesce."""
+    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    wakeup.clear()
+
+
+def next_delay(result: Result | None, settings: Settings) -> float:
+    base = settings.finished_resync_seconds if result and result.state in ("Complete", "Failed") else (
+        settings.resync_seconds)
+    if result is None or result.requeue_after is None:
+        return float(base)
+    return max(0.5, min(float(base), result.requeue_after))
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any,
+                        **_: Any) -> None:
+    """The job's reconcile loop: pass, then sleep until woken or the next resync/deadline."""
+    namespace = namespace or ""
+    wakeups: Wakeups = memo.wakeups
+    wakeup = wakeups.setdefault((namespace, name), asyncio.Event())
+    loop, errors = asyncio.get_running_loop(), 0
+    try:
+        while not stopped:
+            try:
+                result = await loop.run_in_executor(memo.executor, memo.reconciler.reconcile, namespace, name)
+                delay, errors = next_delay(result, memo.settings), 0
+            except Exception:
+                delay = ERROR_BACKOFF[min(errors, len(ERROR_BACKOFF) - 1)]
+                errors += 1
+                log.exception("%s/%s: reconcile failed, retrying in %.0fs", namespace, name, delay)
+            await nap(wakeup, stopped, delay)
+    finally:
+        wakeups.pop((namespace, name), None)
+        memo.metrics.jobs.forget(namespace, name)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec.suspend")
+def suspend_changed(*, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Act on suspend/resume at once instead of at the next resync."""
+    wake(memo, namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: COMPONENT_WORKER})
+def worker_pod_changed(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+    wake(memo, namespace, labels.get(JOB_LABEL))
+
+
+@kopf.on.event("", "v1", "configmaps", labels={COMPONENT_LABEL: COMPONENT_PROGRESS})
+def progress_changed(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+    wake(memo, namespace, labels.get(JOB_LABEL))
+
+
+@kopf.on.probe(id="jobs")
+def jobs_watched(*, memo: Any, **_: Any) -> int:
+    """Liveness detail: how many job loops run."""
+    return len(memo.wakeups)

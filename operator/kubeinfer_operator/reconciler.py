@@ -1,0 +1,144 @@
+"""One reconcile pass of one job: read the cluster, decide (pure), then write status and act.
+
+Order matters for crash safety: the status (with the attempt counter) is written first, so an
+operator killed at any point resumes from a status that already records every restart it began.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubeinfer_api.naming import progress_configmap, selector, workers
+from kubeinfer_api.plan import build_plan
+from kubeinfer_api.spec import DistributedInferenceSpec
+from kubeinfer_api.status import DistributedInferenceStatus
+from kubeinfer_api.validation import SpecError, parse_spec
+from kubeinfer_operator import apply, builders, events, ttl
+from kubeinfer_operator.builders.common import COMPONENT_WORKER, JobRef
+from kubeinfer_operator.decide import Decision, decide, decide_invalid
+from kubeinfer_operator.kube import Kube, Obj
+from kubeinfer_operator.metrics import Metrics
+from kubeinfer_operator.observe import Observation, observe
+from kubeinfer_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+KIND = "DistributedInference"
+
+
+@dataclass(frozen=True)
+class Result:
+    state: str
+    requeue_after: float | None
+
+
+def parse_status(raw: dict[str, Any] | None) -> DistributedInferenceStatus:
+    """The stored status; unreadable parts are dropped rather than crash the loop."""
+    try:
+        return DistributedInferenceStatus.model_validate(raw or {})
+    except ValidationError:
+        known = DistributedInferenceStatus.model_fields
+        keep = {k: v for k, v in (raw or {}).items() if k in {f.alias or n for n, f in known.items()}}
+        for key in list(keep):
+            try:
+                DistributedInferenceStatus.model_validate({key: keep[key]})
+            except ValidationError:
+                keep.pop(key)
+        return DistributedInferenceStatus.model_validate(keep)
+
+
+def node_readiness(kube: Kube, pods: list[Obj]) -> dict[str, bool]:
+    """Ready condition of every node hosting a worker; a vanished node counts as not ready."""
+    out: dict[str, bool] = {}
+    for name in sorted({p.get("spec", {}).get("nodeName") for p in pods} - {None, ""}):
+        node = kube.get("Node", None, str(name))
+        conds = (node or {}).get("status", {}).get("conditions") or []
+        out[str(name)] = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+    return out
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+
+    def reconcile(self, namespace: str, name: str) -> Result | None:
+        """None when the job is gone (or going); otherwise its state and when to look again."""
+        started = time.monotonic()
+        body = self.kube.get(KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self.metrics.jobs.forget(namespace, name)
+            return None
+        job, generation = JobRef.from_body(body), body["metadata"].get("generation")
+        old = parse_status(body.get("status"))
+        now = datetime.now(UTC)
+        spec: DistributedInferenceSpec | None = None
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except SpecError as err:
+            decision = decide_invalid(old, str(err), ttl.spec_ttl(None, body.get("spec") or {}), now, generation)
+        else:
+            decision = decide(spec, old, self.observe(job, old.attempt), now, generation)
+        requeue = self.execute(job, spec, old, decision)
+        self.metrics.reconcile_duration.observe(time.monotonic() - started)
+        if decision.delete_job:
+            self.metrics.jobs.forget(namespace, name)
+            return None
+        self.metrics.jobs.set(namespace, name, decision.status.state or "Pending")
+        return Result(decision.status.state or "Pending", requeue)
+
+    def observe(self, job: JobRef, attempt: int) -> Observation:
+        pods = self.kube.list("Pod", job.namespace, selector(job.name, COMPONENT_WORKER))
+        progress = self.kube.get("ConfigMap", job.namespace, progress_configmap(job.name))
+        sts = self.kube.get("StatefulSet", job.namespace, workers(job.name))
+        return observe(pods, attempt, node_readiness(self.kube, pods), (progress or {}).get("data"), sts is not None)
+
+    def execute(self, job: JobRef, spec: DistributedInferenceSpec | None, old: DistributedInferenceStatus,
+                decision: Decision) -> float | None:
+        """Status first, then children, pods, events, and at last the job itself (TTL)."""
+        requeue = decision.requeue_after
+        if decision.status != old:
+            body = decision.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+            self.kube.patch(KIND, job.namespace, job.name, {"status": body}, subresource="status")
+        if decision.workers and spec is not None:
+            if self.ensure_workers(job, spec, decision.status.attempt):
+                requeue = 1.0  # report Created as soon as the children exist
+        else:
+            self.remove_workers(job)
+        for pod in decision.delete_pods:
+            self.kube.delete("Pod", job.namespace, pod)
+        for pod in decision.force_delete_pods:
+            self.kube.delete("Pod", job.namespace, pod, grace_seconds=0)
+        events.emit(self.kube, job, decision.events)
+        if decision.restart_reason:
+            self.metrics.restarted(job.namespace, decision.restart_reason)
+        if decision.delete_job:
+            log.info("%s/%s: ttlSecondsAfterFinished passed, deleting the job", job.namespace, job.name)
+            self.kube.delete(KIND, job.namespace, job.name)
+        return requeue
+
+    def ensure_workers(self, job: JobRef, spec: DistributedInferenceSpec, attempt: int) -> bool:
+        """Apply every child; True when something was created."""
+        created = False
+        children = [
+            (builders.build_progress_configmap(job), True),
+            (builders.build_job_configmap(job, spec, build_plan(spec)), False),
+            *((obj, False) for obj in builders.build_worker_rbac(job)),
+            (builders.build_service(job, spec), False),
+            (builders.build_statefulset(job, spec, self.settings.worker_image, attempt), False),
+        ]
+        for desired, create_only in children:
+            _, what = apply.ensure(self.kube, desired, create_only=create_only)
+            created = created or what == "created"
+        return created
+
+    def remove_workers(self, job: JobRef) -> None:
+        """Tear down the gang; the job, its status, the ConfigMaps and the outputs stay."""
+        apply.remove(self.kube, "StatefulSet", job.namespace, workers(job.name))
+        apply.remove(self.kube, "Service", job.namespace, workers(job.name))

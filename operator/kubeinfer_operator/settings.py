@@ -1,0 +1,45 @@
+"""Operator settings from the environment (the Helm chart sets them); one place, read once at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+FINALIZER = "kubeinfer.io/finalizer"
+PROGRESS_PREFIX = "kubeinfer.io"
+DEFAULT_WORKER_IMAGE = "ghcr.io/kubeinfer/kubeinfer-runtime:0.1.0"
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected an integer (seconds or a port)") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    worker_image: str = DEFAULT_WORKER_IMAGE
+    metrics_port: int = 8080
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
+    resync_seconds: int = 30
+    finished_resync_seconds: int = 300
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """KUBEINFER_WORKER_IMAGE, KUBEINFER_METRICS_PORT (0 = off), KUBEINFER_NAMESPACES (comma list),
+        KUBEINFER_RESYNC_SECONDS, KUBEINFER_LOG_LEVEL."""
+        env = dict(os.environ if env is None else env)
+        namespaces = tuple(n.strip() for n in env.get("KUBEINFER_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            worker_image=env.get("KUBEINFER_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
+            metrics_port=_int(env, "KUBEINFER_METRICS_PORT", 8080),
+            namespaces=namespaces,
+            resync_seconds=max(1, _int(env, "KUBEINFER_RESYNC_SECONDS", 30)),
+            finished_resync_seconds=max(1, _int(env, "KUBEINFER_FINISHED_RESYNC_SECONDS", 300)),
+            log_level=(env.get("KUBEINFER_LOG_LEVEL") or "INFO").upper(),
+        )
