@@ -113,6 +113,10 @@ def pytest_runtest_makereport(
 def _attach_dumps(item: pytest.Item, report: pytest.TestReport) -> None:
     # funcargs holds every fixture in the test's closure, so a test using `namespace` has the plane.
     funcargs = getattr(item, "funcargs", {})
+    cluster = funcargs.get("cluster")
+    if cluster is not None:  # kubeinfer tests: objects, events, pod logs, operator log (local or kind)
+        report.sections.extend(cluster.dump(funcargs.get("job_namespace")))
+        return
     plane = funcargs.get("control_plane")
     if plane is None:
         return

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import unit.test_api_validation as unit_table
+import unit.test_examples as example_table
 import yaml
 
 from e2e.support.cluster import Cluster, job_manifest
@@ -137,6 +138,20 @@ def test_examples_accepted_by_both(crd: Cluster, ns: str, example: Path) -> None
     parse_manifest(manifest)
     accepted, message = dry_run(crd, ns, manifest)
     assert accepted, message
+
+
+EXAMPLE_BAD = [case for case in example_table.BAD if case[4] != "builtin"]
+
+
+@pytest.mark.parametrize("case", EXAMPLE_BAD, ids=[case[0] for case in EXAMPLE_BAD])
+def test_bad_example_edits_rejected(crd: Cluster, ns: str, case: tuple[str, str, dict[str, Any], str, str]) -> None:
+    # The examples' bad-edit table (tests/unit/test_examples.py), replayed against the apiserver.
+    _id, base, edits, _python_message, where = case
+    accepted, message = dry_run(crd, ns, example_table.edited(base, edits))
+    assert not accepted, f"apiserver accepted {edits}"
+    kind, _, detail = where.partition(":")
+    expected = {"cel": detail, "schema": detail, "strict": "unknown field"}[kind]
+    assert expected in message, message
 
 
 def _prune(value: Any) -> Any:

@@ -42,6 +42,7 @@ class Backend(Protocol):
     def chart_values(self) -> list[str]: ...  # `--set` pairs the cluster needs (images)
     def s3_client(self) -> Any: ...
     def s3_pod_env(self) -> dict[str, str]: ...  # the s3-credentials Secret as pods need it
+    def s3_host_env(self) -> dict[str, str]: ...  # the same for processes on this host (reference runs)
     def container_log(self, namespace: str, pod: str, container: str) -> str: ...
     def kill_container(self, namespace: str, pod: str) -> None: ...  # SIGKILL its processes (a crash)
     def lose_node(self, node: str) -> None: ...  # power loss: the node's processes die, its lease stops

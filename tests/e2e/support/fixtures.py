@@ -68,22 +68,33 @@ def crd(cluster: Cluster) -> Cluster:
     return cluster
 
 
+def ensure_operator(cluster: Cluster) -> Cluster:
+    """Install the chart unless a release exists (a test may have uninstalled it), wait until Running."""
+    if not cluster.operator_installed():
+        cluster.install_operator(upgrade=True)
+    cluster.wait_operator_running()
+    return cluster
+
+
 @pytest.fixture
 def operator(nodes: Cluster) -> Cluster:
-    """The operator installed by `helm install` and Running (re-installed if a test uninstalled it)."""
-    if not nodes.operator_installed():
-        nodes.install_operator(upgrade=True)
-    nodes.wait_operator_running()
-    return nodes
+    """The operator installed by `helm install` and Running."""
+    return ensure_operator(nodes)
+
+
+def new_job_namespace(cluster: Cluster, hint: str) -> str:
+    """A fresh namespace with the `s3-credentials` Secret the examples name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", hint.lower()).strip("-")[:40].strip("-")
+    name = f"{slug}-{uuid.uuid4().hex[:5]}"
+    cluster.create_namespace(name)
+    cluster.create_s3_secret(name)
+    return name
 
 
 @pytest.fixture
 def job_namespace(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[str]:
-    """A fresh namespace per test with the `s3-credentials` Secret the examples name; deleted after."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{slug}-{uuid.uuid4().hex[:5]}"
-    cluster.create_namespace(name)
-    cluster.create_s3_secret(name)
+    """A fresh namespace per test (deleted after); the failure dump shows its objects and logs."""
+    name = new_job_namespace(cluster, request.node.name)
     yield name
     cluster.delete_namespace(name)
 

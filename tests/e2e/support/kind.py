@@ -76,6 +76,9 @@ class KindBackend:
             "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": REGION,
         }  # fmt: skip
 
+    def s3_host_env(self) -> dict[str, str]:
+        return {**self.s3_pod_env(), "AWS_ENDPOINT_URL": self.s3_endpoint}
+
     def container_log(self, namespace: str, pod: str, container: str) -> str:
         cluster = Cluster(self)
         previous = cluster.kubectl("logs", "-n", namespace, pod, "-c", container, "--previous", check=False).stdout

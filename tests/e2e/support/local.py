@@ -85,6 +85,9 @@ class LocalBackend:
     def s3_pod_env(self) -> dict[str, str]:
         return self.s3.env(for_pods=True)
 
+    def s3_host_env(self) -> dict[str, str]:
+        return self.s3.env()
+
     def container_log(self, namespace: str, pod: str, container: str) -> str:
         path = container_log(self.workdir, namespace, pod, container)
         return path.read_text(errors="replace") if path.exists() else f"(no log file {path})"
