@@ -15,8 +15,9 @@ from kubeinfer_api.progress import Progress, decode
 from kubeinfer_api.status import FirstFailure, Reason
 
 Obj = dict[str, Any]
-#: A worker may classify its own failure: a termination message "SomeReason: details".
-_WORKER_REASON = re.compile(r"^([A-Z][A-Za-z0-9]{2,63}): ")
+#: A worker may classify its own failure: a termination message "SomeReason: details", the reason in
+#: CamelCase with at least two words (so log lines such as "INFO: ..." or "Traceback: ..." are not reasons).
+_WORKER_REASON = re.compile(r"^((?:[A-Z][a-z0-9]+){2,8}): ")
 #: Waiting reasons that no restart can fix; shown in the Running condition's message.
 STUCK_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                            "CreateContainerConfigError", "CreateContainerError"})

@@ -23,7 +23,7 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
 @dataclass(frozen=True)
 class Settings:
     worker_image: str = DEFAULT_WORKER_IMAGE
-    metrics_port: int = 8080
+    metrics_port: int = 9090
     namespaces: tuple[str, ...] = field(default_factory=tuple)
     resync_seconds: int = 30
     finished_resync_seconds: int = 300
@@ -37,7 +37,7 @@ class Settings:
         namespaces = tuple(n.strip() for n in env.get("KUBEINFER_NAMESPACES", "").split(",") if n.strip())
         return cls(
             worker_image=env.get("KUBEINFER_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
-            metrics_port=_int(env, "KUBEINFER_METRICS_PORT", 8080),
+            metrics_port=_int(env, "KUBEINFER_METRICS_PORT", 9090),
             namespaces=namespaces,
             resync_seconds=max(1, _int(env, "KUBEINFER_RESYNC_SECONDS", 30)),
             finished_resync_seconds=max(1, _int(env, "KUBEINFER_FINISHED_RESYNC_SECONDS", 300)),
