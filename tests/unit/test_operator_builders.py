@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from unit.builders import JobBuilder
 
-from builders import JobBuilder
 from kubeinfer_api.jobconfig import JobConfig
 from kubeinfer_api.naming import ATTEMPT_ANNOTATION, JOB_LABEL
 from kubeinfer_api.plan import build_plan

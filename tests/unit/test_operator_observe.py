@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from unit.builders import PodBuilder, gang
 
-from builders import PodBuilder, gang
 from kubeinfer_api.progress import Progress, encode
 from kubeinfer_operator.observe import observe
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from unit.builders import JobBuilder, PodBuilder, gang
 
-from builders import JobBuilder, PodBuilder, gang
 from kubeinfer_api.progress import Progress, encode
 from kubeinfer_api.status import DistributedInferenceStatus, OutputStatus
 from kubeinfer_operator import conditions

@@ -1,0 +1,39 @@
+"""The RBAC rules the operator needs, and nothing more (the chart's ClusterRole/Roles must grant these).
+
+The e2e smoke test runs the operator with exactly these rules, so a missing verb fails there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Namespaced rules: a ClusterRole in cluster-wide mode, one Role per watched namespace otherwise.
+NAMESPACED_RULES: list[dict[str, Any]] = [
+    # kopf watches the jobs and patches its finalizer and annotations; ttlSecondsAfterFinished deletes them.
+    {"apiGroups": ["kubeinfer.io"], "resources": ["distributedinferences"],
+     "verbs": ["get", "list", "watch", "patch", "delete"]},
+    {"apiGroups": ["kubeinfer.io"], "resources": ["distributedinferences/status"], "verbs": ["get", "patch"]},
+    # Owner references with blockOwnerDeletion need this where OwnerReferencesPermissionEnforcement is on.
+    {"apiGroups": ["kubeinfer.io"], "resources": ["distributedinferences/finalizers"], "verbs": ["update"]},
+    # Job + progress ConfigMaps; the progress ones are watched to wake the job's loop.
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "create", "patch", "delete"]},
+    # Worker pods are watched and read for failures; a gang restart deletes them.
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "delete"]},
+    # The worker Role (get/patch on one ConfigMap) is grantable because the operator holds those verbs.
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+     "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+#: Cluster-scoped reads, needed in both modes.
+CLUSTER_RULES: list[dict[str, Any]] = [
+    # kopf discovers the CRD and notices it (re)appearing.
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+     "verbs": ["list", "watch"]},
+    # Workers on a NotReady (or vanished) node are restarted elsewhere.
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+    # kopf watches namespaces when it serves namespace patterns.
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+]

@@ -1,0 +1,198 @@
+"""The operator as a local process against the real control plane, with exactly its declared RBAC.
+
+No node agent: the StatefulSet controller creates the worker pods and they stay unscheduled, and
+the test plays the kubelet and the workers by writing pod status and the progress ConfigMap. That
+exercises the whole control loop (children, gang restart, max restarts, suspend/resume, completion,
+TTL, operator restart) through the real apiserver, controllers and RBAC.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from unit.builders import JobBuilder
+
+from e2e.conftest import Kubectl, wait_for
+from kubeinfer_api.naming import ATTEMPT_ANNOTATION, selector
+from kubeinfer_api.progress import Progress, encode
+from kubeinfer_operator.kube import Kube, load_api_client
+from kubeinfer_operator.permissions import CLUSTER_RULES, NAMESPACED_RULES
+from localcluster.binaries import free_port, log_tail
+from localcluster.controlplane import ControlPlane
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "distributedinferences.kubeinfer.io.yaml"
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def admin(control_plane: ControlPlane) -> Kube:
+    return Kube(load_api_client(str(control_plane.admin_kubeconfig)))
+
+
+@pytest.fixture(scope="module")
+def crd(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/distributedinferences.kubeinfer.io", "--timeout=60s")
+
+
+class OperatorProcess:
+    """`kubeinfer-operator --all-namespaces` with a ServiceAccount kubeconfig; restartable."""
+
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBEINFER_METRICS_PORT": str(free_port()),
+               "KUBEINFER_WORKER_IMAGE": "kubeinfer/runtime:smoke", "KUBEINFER_RESYNC_SECONDS": "5"}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kubeinfer_operator.main", "--all-namespaces",
+                 f"--liveness=http://127.0.0.1:{free_port()}/healthz"], env=env, stdout=out, stderr=out)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture(scope="module")
+def operator(control_plane: ControlPlane, crd: None, kubectl: Kubectl,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator under a ServiceAccount bound to exactly kubeinfer_operator.permissions."""
+    ns, name = f"kubeinfer-{uuid.uuid4().hex[:5]}", "kubeinfer-operator"
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": ns},
+            "rules": NAMESPACED_RULES + CLUSTER_RULES}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ns},
+               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}
+    kubectl("create", "namespace", ns)
+    kubectl("create", "serviceaccount", name, "-n", ns)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]))
+    process = OperatorProcess(control_plane.kubeconfig_for_serviceaccount(ns, name),
+                              tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+    print(log_tail(process.log, 80))
+    kubectl("delete", "clusterrolebinding,clusterrole", ns, "--ignore-not-found")
+    kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def job_status(admin: Kube, ns: str, name: str) -> dict[str, Any]:
+    return (admin.get("DistributedInference", ns, name) or {}).get("status") or {}
+
+
+def wait_state(admin: Kube, ns: str, name: str, state: str, operator: OperatorProcess) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        assert operator.alive(), log_tail(operator.log, 60)
+        status = job_status(admin, ns, name)
+        return status if status.get("state") == state else None
+
+    found: dict[str, Any] = wait_for(check, f"{ns}/{name} state {state}", TIMEOUT)
+    return found
+
+
+def worker_pods(admin: Kube, ns: str, job: str) -> list[dict[str, Any]]:
+    return admin.list("Pod", ns, selector(job, "worker"))
+
+
+def pods_of_attempt(admin: Kube, ns: str, job: str, attempt: int, count: int) -> list[dict[str, Any]]:
+    def check() -> list[dict[str, Any]] | None:
+        pods = [p for p in worker_pods(admin, ns, job) if not p["metadata"].get("deletionTimestamp")]
+        ok = len(pods) == count and all(p["metadata"]["annotations"][ATTEMPT_ANNOTATION] == str(attempt)
+                                        for p in pods)
+        return pods if ok else None
+
+    found: list[dict[str, Any]] = wait_for(check, f"{count} pods of attempt {attempt}", TIMEOUT)
+    return found
+
+
+def crash(admin: Kube, pod: dict[str, Any], message: str) -> None:
+    """Play the kubelet: the worker container exited 3 and was restarted."""
+    term = {"exitCode": 3, "reason": "Error", "message": message,
+            "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:01:00Z"}
+    status = {"phase": "Running", "containerStatuses": [{
+        "name": "worker", "image": "kubeinfer/runtime:smoke", "imageID": "", "ready": False, "restartCount": 1,
+        "state": {"running": {"startedAt": "2026-01-01T00:01:01Z"}}, "lastState": {"terminated": term}}]}
+    meta = pod["metadata"]
+    admin.patch("Pod", meta["namespace"], meta["name"], {"status": status}, subresource="status")
+
+
+def create(admin: Kube, job: JobBuilder) -> None:
+    admin.create(job.obj())
+
+
+def test_children_gang_restart_and_max_restarts(admin: Kube, operator: OperatorProcess, namespace: str) -> None:
+    create(admin, JobBuilder("cats", namespace).nodes(2).max_restarts(1).ttl(3))
+    status = wait_state(admin, namespace, "cats", "Pending", operator)
+    wait_for(lambda: any(c["type"] == "Created" for c in job_status(admin, namespace, "cats").get("conditions", [])),
+             "Created condition", TIMEOUT)
+    for kind, name in [("ConfigMap", "cats-job"), ("ConfigMap", "cats-progress"), ("Service", "cats-workers"),
+                       ("ServiceAccount", "cats-worker"), ("Role", "cats-worker"), ("RoleBinding", "cats-worker")]:
+        obj = admin.get(kind, namespace, name)
+        assert obj is not None, f"{kind} {name} missing"
+        assert obj["metadata"]["ownerReferences"][0]["name"] == "cats"
+    sts = admin.get("StatefulSet", namespace, "cats-workers")
+    assert sts is not None and sts["spec"]["replicas"] == 2 and sts["spec"]["updateStrategy"]["type"] == "OnDelete"
+    assert status["plan"]["worldSize"] == 2
+
+    pods = pods_of_attempt(admin, namespace, "cats", 0, 2)
+    crash(admin, pods[1], "RendezvousTimeout: cats-workers-0:29500 not reachable")
+    pods = pods_of_attempt(admin, namespace, "cats", 1, 2)
+    status = job_status(admin, namespace, "cats")
+    assert status["restarts"] == 1 and status["attempt"] == 1
+    assert status["firstFailure"]["reason"] == "RendezvousTimeout" and status["firstFailure"]["exitCode"] == 3
+    assert len(admin.list("StatefulSet", namespace)) == 1
+
+    # The operator restarts now: nothing is lost, nothing is created twice.
+    operator.stop()
+    operator.start()
+    crash(admin, pods[0], "Traceback (most recent call last): CUDA error")
+    status = wait_state(admin, namespace, "cats", "Failed", operator)
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "MaxRestartsExceeded" and "CUDA error" in failed["message"]
+    assert status["restarts"] == 1 and status["firstFailure"]["reason"] == "RendezvousTimeout"
+    wait_for(lambda: admin.get("StatefulSet", namespace, "cats-workers") is None, "workers torn down", TIMEOUT)
+    reasons = {e["reason"] for e in admin.list("Event", namespace) if e["involvedObject"].get("name") == "cats"}
+    assert {"ChildrenCreated", "RendezvousTimeout", "MaxRestartsExceeded"} <= reasons
+    # ttlSecondsAfterFinished: 3
+    wait_for(lambda: admin.get("DistributedInference", namespace, "cats") is None, "TTL deletion", TIMEOUT)
+
+
+def test_suspend_resume_and_completion(admin: Kube, operator: OperatorProcess, namespace: str) -> None:
+    create(admin, JobBuilder("dogs", namespace).nodes(1))
+    pods_of_attempt(admin, namespace, "dogs", 0, 1)
+    admin.patch("DistributedInference", namespace, "dogs", {"spec": {"suspend": True}})
+    wait_state(admin, namespace, "dogs", "Suspended", operator)
+    wait_for(lambda: admin.get("StatefulSet", namespace, "dogs-workers") is None, "workers removed", TIMEOUT)
+
+    admin.patch("DistributedInference", namespace, "dogs", {"spec": {"suspend": False}})
+    pods_of_attempt(admin, namespace, "dogs", 1, 1)
+    assert job_status(admin, namespace, "dogs")["restarts"] == 0
+
+    report = Progress(attempt=1, phase="complete", total=2, succeeded=2)
+    admin.patch("ConfigMap", namespace, "dogs-progress", {"data": encode(report)})
+    status = wait_state(admin, namespace, "dogs", "Complete", operator)
+    assert status["progress"]["succeeded"] == 2 and status["progress"]["percent"] == 100
+    wait_for(lambda: admin.get("StatefulSet", namespace, "dogs-workers") is None
+             and admin.get("Service", namespace, "dogs-workers") is None, "workers torn down", TIMEOUT)
+    assert admin.get("ConfigMap", namespace, "dogs-progress") is not None
+    assert admin.get("DistributedInference", namespace, "dogs") is not None

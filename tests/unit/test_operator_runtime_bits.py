@@ -1,0 +1,80 @@
+"""apply's difference check, settings from env, metrics labels, the CLI's scope flags."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from kubeinfer_operator.apply import is_subset
+from kubeinfer_operator.handlers import next_delay
+from kubeinfer_operator.main import parse_args
+from kubeinfer_operator.metrics import Metrics
+from kubeinfer_operator.reconciler import Result, parse_status
+from kubeinfer_operator.settings import Settings
+
+
+@pytest.mark.parametrize(("want", "have", "same"), [
+    ({"a": 1}, {"a": 1, "defaulted": True}, True),
+    ({"a": {"b": "1Gi"}}, {"a": {"b": "1024Mi"}}, True),  # the apiserver canonicalises quantities
+    ({"port": 29500}, {"port": "29500"}, True),
+    ({"replicas": 2}, {"replicas": 3}, False),
+    ({"env": [{"name": "A", "value": "1"}]}, {"env": [{"name": "A", "value": "1"}, {"name": "B"}]}, False),
+    ({"env": [{"name": "A"}]}, {"env": [{"name": "A", "valueFrom": {}}]}, True),
+    ({"flag": True}, {"flag": "True"}, False),
+    ({"a": {"x": 1}}, {}, False),
+    ({"annotations": {"kubeinfer.io/attempt": "1"}}, {"annotations": {"kubeinfer.io/attempt": "0"}}, False),
+])
+def test_is_subset(want: object, have: object, same: bool) -> None:
+    assert is_subset(want, have) is same
+
+
+def test_settings_from_env() -> None:
+    s = Settings.from_env({"KUBEINFER_WORKER_IMAGE": "img:1", "KUBEINFER_METRICS_PORT": "0",
+                           "KUBEINFER_NAMESPACES": " team-a, team-b ,", "KUBEINFER_LOG_LEVEL": "debug"})
+    assert (s.worker_image, s.metrics_port, s.namespaces, s.log_level) == ("img:1", 0, ("team-a", "team-b"), "DEBUG")
+    assert Settings.from_env({}).namespaces == () and Settings.from_env({}).metrics_port == 9090
+
+
+def test_bad_setting_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="KUBEINFER_METRICS_PORT"):
+        Settings.from_env({"KUBEINFER_METRICS_PORT": "nine"})
+
+
+def test_metrics_are_bounded_and_counted() -> None:
+    m = Metrics()
+    m.jobs.set("ns", "a", "Running")
+    m.jobs.set("ns", "b", "Running")
+    m.jobs.set("ns", "c", "Failed")
+    m.jobs.forget("ns", "c")
+    m.restarted("ns", "Stalled")
+    m.restarted("ns", "SomethingTheWorkerMadeUp")
+    text = generate_latest(m.registry).decode()
+    assert 'kubeinfer_jobs{condition="Running",namespace="ns"} 2.0' in text
+    assert 'kubeinfer_jobs{condition="Failed",namespace="ns"} 0.0' in text
+    assert 'kubeinfer_restarts_total{namespace="ns",reason="Stalled"} 1.0' in text
+    assert 'reason="WorkerFailed"} 1.0' in text and "SomethingTheWorkerMadeUp" not in text
+    assert "kubeinfer_reconcile_duration_seconds_bucket" in text
+
+
+@pytest.mark.parametrize(("result", "delay"), [
+    (None, 30.0),
+    (Result("Running", None), 30.0),
+    (Result("Running", 5.0), 5.0),
+    (Result("Running", 0.0), 0.5),
+    (Result("Complete", None), 300.0),
+    (Result("Complete", 1000.0), 300.0),
+])
+def test_next_delay(result: Result | None, delay: float) -> None:
+    assert next_delay(result, Settings()) == delay
+
+
+def test_cli_scope() -> None:
+    assert parse_args(["-n", "a", "--namespace", "b"]).namespace == ["a", "b"]
+    assert parse_args(["--all-namespaces", "--liveness", "http://0.0.0.0:8080/healthz"]).all_namespaces
+    with pytest.raises(SystemExit):
+        parse_args(["-A", "-n", "a"])
+
+
+def test_unreadable_status_parts_are_dropped_not_fatal() -> None:
+    status = parse_status({"attempt": 3, "restarts": 2, "plan": {"bogus": 1}})
+    assert status.attempt == 3 and status.restarts == 2 and status.plan is None
