@@ -1,7 +1,10 @@
 """``python -m localcluster up|down|env [--dir D]``: a dev cluster that outlives this command.
 
-``up`` starts every part in the background (pid files under D) and prints how to reach it;
-``down`` stops them; ``env`` prints the shell exports again.
+``up`` starts every part in the background (pid files under D): the control plane, MinIO, a test
+node agent (node ``dev-node``) and the operator installed by ``helm install`` of charts/kubeinfer,
+with the tiny models in s3://models/ and the ``s3-credentials`` Secret in ``default``, so
+``kubectl apply -f examples/data-text-to-image.yaml`` runs. ``down`` stops them; ``env`` prints the
+shell exports again.
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from localcluster.binaries import binary_path, cache_dir
+from e2e.support.cluster import Cluster
+from e2e.support.local import LocalBackend
+from e2e.support.models import upload_tiny_models
+
+from localcluster.binaries import binary_path, cache_dir, stop_pidfile
 from localcluster.controlplane import ControlPlane
+from localcluster.node_agent.launcher import NodeAgentProcess
 from localcluster.s3 import S3Server
 
 DEFAULT_DIR = cache_dir() / "dev-cluster"
+DEV_NODE = "dev-node"
 
 
 @dataclass
@@ -37,13 +46,40 @@ class DevCluster:
         plane.detach = s3.detach = True
         return cls(directory, plane, s3)
 
+    @property
+    def agent_pidfile(self) -> Path:
+        return self.directory / "node-agent.pid"
+
     def start(self) -> None:
         self.control_plane.start()
         self.s3.start()
+        self._start_agent()
+        self._install()
 
     def stop(self) -> None:
+        stop_pidfile(self.agent_pidfile, Path(sys.executable), timeout=30)
+        self._agent().cleanup()
         self.s3.stop()
         self.control_plane.stop()
+
+    def _agent(self) -> NodeAgentProcess:
+        backend = LocalBackend(self.control_plane, self.s3, self.directory / "nodes")
+        return backend.agent_process(DEV_NODE, detach=True)
+
+    def _start_agent(self) -> None:
+        """The node agent, detached: it outlives `up` and `down` stops it by its pid file."""
+        agent = self._agent().start()
+        assert agent.proc is not None
+        self.agent_pidfile.write_text(f"{agent.proc.pid}\n")
+
+    def _install(self) -> None:
+        """Buckets, tiny models, the examples' Secret, then the operator from the Helm chart."""
+        cluster = Cluster(LocalBackend(self.control_plane, self.s3, self.directory / "nodes"))
+        for bucket in ("models", "outputs"):
+            self.s3.create_bucket(bucket)
+        upload_tiny_models(self.s3.client())
+        cluster.create_s3_secret("default")
+        cluster.install_operator(upgrade=True)
 
     def env(self) -> dict[str, str]:
         return {**self.control_plane.env(), **self.s3.env()}
@@ -76,8 +112,8 @@ def _up(cluster: DevCluster) -> int:
     print(
         f"# control plane: {plane.server_url} (pods: https://{plane.pod_api_host}:{plane.pod_api_port})\n"
         f"# S3 (MinIO):    {s3.endpoint_url} (pods: {s3.pod_endpoint_url})\n"
-        f"# logs:          {plane.logs} {s3.logs}\n"
-        f"# use it:        source {env_file}; kubectl get nodes\n"
+        f"# logs:          {plane.logs} {s3.logs} {cluster.directory / 'nodes'}\n"
+        f"# use it:        source {env_file}; kubectl apply -f examples/data-text-to-image.yaml; kubectl get dinf -w\n"
         f"# stop it:       python -m localcluster down --dir {cluster.directory}",
         file=sys.stderr,
     )

@@ -8,6 +8,8 @@ Running), `job_namespace` (fresh, with the `s3-credentials` Secret) and `tiny_mo
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +19,14 @@ import pytest
 from e2e.support.cluster import Cluster
 from e2e.support.models import upload_tiny_models
 from e2e.support.options import cluster_kind
+from localcluster.binaries import cache_dir
 
 __all__ = ["cluster", "crd", "job_namespace", "nodes", "operator", "tiny_models"]
 BUCKETS = ("models", "outputs")
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The cluster under test, with the `models` and `outputs` buckets."""
     if cluster_kind(request.config) == "kind":
         from e2e.support.kind import KindBackend
@@ -32,10 +35,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     else:
         from e2e.support.local import LocalBackend
 
+        # Not under /tmp: pods mount emptyDirs at /tmp, which would hide their other volumes' sources.
+        nodes_dir = Path(tempfile.mkdtemp(prefix="nodes-", dir=_e2e_dir()))
         backend = LocalBackend(
-            request.getfixturevalue("control_plane"),
-            request.getfixturevalue("s3_server"),
-            tmp_path_factory.mktemp("nodes"),
+            request.getfixturevalue("control_plane"), request.getfixturevalue("s3_server"), nodes_dir
         )
         facade = Cluster(backend)
     s3 = facade.backend.s3_client()
@@ -43,6 +46,14 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
             s3.create_bucket(Bucket=bucket)
     yield facade
+    if cluster_kind(request.config) == "local":
+        shutil.rmtree(nodes_dir, ignore_errors=True)
+
+
+def _e2e_dir() -> Path:
+    path = cache_dir() / "e2e"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -61,13 +61,16 @@ class LocalBackend:
             self._start_agent(node)
         Cluster(self).kubectl("taint", "node", SPARE_NODE, SPARE_TAINT, "--overwrite")
 
-    def _start_agent(self, node: str) -> None:
+    def agent_process(self, node: str, *, detach: bool = False) -> NodeAgentProcess:
+        """An agent for `node` that runs the project's images from this venv (not started)."""
         args = [arg for image, argv in ENTRYPOINTS.items() for arg in ("--entrypoint", f"{image}={json.dumps(argv)}")]
         args += [arg for key, value in AGENT_ENV.items() for arg in ("--env", f"{key}={value}")]
-        agent = NodeAgentProcess(
-            self.kubeconfig, [node], self.workdir, api_port=self.plane.pod_api_port, extra_args=args, cpu="8"
+        return NodeAgentProcess(
+            self.kubeconfig, [node], self.workdir, api_port=self.plane.pod_api_port, extra_args=args, detach=detach
         )
-        self.agents[node] = agent.start()
+
+    def _start_agent(self, node: str) -> None:
+        self.agents[node] = self.agent_process(node).start()
 
     def stop_agents(self) -> None:
         for agent in self.agents.values():
