@@ -85,12 +85,13 @@ def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _default_nested_objects(model: type[BaseModel], schema: dict[str, Any]) -> None:
-    """Sub-objects built by a default factory get `default: {}` so the apiserver fills their fields."""
+    """Sub-objects built by a default factory get their full default: the apiserver checks CEL rules
+    against a default without filling its nested defaults first."""
     for name, field in model.model_fields.items():
         prop = schema["properties"][field.alias or name]
         sub = field.default_factory
         if isinstance(sub, type) and issubclass(sub, BaseModel):
-            prop["default"] = {}
+            prop["default"] = sub().model_dump(by_alias=True, exclude_none=True, mode="json")
             _default_nested_objects(sub, prop)
 
 

@@ -44,7 +44,10 @@ def test_schema_is_structural() -> None:
 def test_nested_defaults_are_filled_by_the_apiserver() -> None:
     spec = schema()["properties"]["spec"]["properties"]
     for name in ("task", "strategy", "workers", "rendezvous", "failurePolicy", "successPolicy"):
-        assert spec[name].get("default") == {}, name
+        assert isinstance(spec[name].get("default"), dict), name
+    # CEL rules on an object are evaluated against its default: it must carry the fields they read.
+    assert spec["strategy"]["default"]["type"] == "data"
+    assert spec["rendezvous"]["default"]["backend"] == "auto"
     assert "default" not in spec["strategy"]["properties"]["context"], "has(context) must stay meaningful"
 
 
