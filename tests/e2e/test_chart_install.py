@@ -8,10 +8,11 @@ The module ends with `helm uninstall`; the `operator` fixture re-installs for la
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
-from e2e.support.cluster import OPERATOR_NAMESPACE, RELEASE, Cluster
+from e2e.support.cluster import CHART, OPERATOR_NAMESPACE, RELEASE, Cluster
 from e2e.support.jobs import fault_job, launch
 from kubeinfer_api import GROUP, PLURAL
 
@@ -76,8 +77,50 @@ def test_liveness_and_metrics_endpoints_answer(operator: Cluster) -> None:
     assert restarts == 0, "the liveness probe (or a crash) restarted the operator"
 
 
-def test_helm_upgrade_keeps_the_crd_and_running_jobs(operator: Cluster, job_namespace: str,
-                                                     tiny_models: object) -> None:
+WORKER_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: job-worker, namespace: {ns}}}
+rules: [{{apiGroups: [""], resources: [configmaps], resourceNames: [job-progress], verbs: [get, patch]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: job-worker, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: job-worker}}
+subjects: [{{kind: ServiceAccount, name: job-worker, namespace: {ns}}}]
+"""
+
+
+def test_namespaced_install_scopes_the_operator(operator: Cluster, job_namespace: str) -> None:
+    """watchNamespaces: the operator may act (and grant the worker Role) only in the namespaces it watches."""
+    watched, other = (f"{prefix}-{uuid.uuid4().hex[:5]}" for prefix in ("watched", "other"))
+    release = f"ki-{uuid.uuid4().hex[:5]}"
+    for name in (watched, other):
+        operator.kubectl("create", "namespace", name)
+    try:
+        values = [arg for pair in operator.backend.chart_values() for arg in ("--set", pair)]
+        scope = f"watchNamespaces={{{watched}}}"
+        operator.helm("install", release, str(CHART), "-n", job_namespace, "--set", scope, *values)
+        account = f"--as=system:serviceaccount:{job_namespace}:{release}-kubeinfer"
+        operator.kubectl("apply", account, "-f", "-", input=WORKER_RBAC.format(ns=watched))
+        denied = operator.kubectl("apply", account, "-f", "-", input=WORKER_RBAC.format(ns=other), check=False)
+        assert denied.returncode != 0 and "forbidden" in denied.stderr
+
+        def can(*args: str) -> bool:
+            return operator.kubectl("auth", "can-i", account, *args, check=False).stdout.strip() == "yes"
+
+        assert can("create", "statefulsets.apps", "-n", watched) and not can("create", "statefulsets.apps", "-n", other)
+        assert can("list", "nodes") and not can("delete", "nodes") and not can("get", "secrets", "-n", watched)
+        operator.helm("uninstall", release, "-n", job_namespace, "--wait")
+        assert operator.get("crd", CRD) is not None
+    finally:
+        for name in (watched, other):
+            operator.delete_namespace(name)
+
+
+def test_helm_upgrade_keeps_the_crd_and_running_jobs(
+    operator: Cluster, job_namespace: str, tiny_models: object
+) -> None:
     crd_uid = operator.get("crd", CRD)["metadata"]["uid"]  # type: ignore[index]
     job = launch(operator, job_namespace, fault_job("upgraded", job_namespace))
     operator.wait_job(job, job_namespace, lambda j: j.get("status", {}).get("progress", {}).get("succeeded", 0) >= 1,
