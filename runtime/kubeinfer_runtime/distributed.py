@@ -48,15 +48,14 @@ def init_distributed(backend: str | None = None, timeout_s: int = 600) -> DistCo
     local_rank = _env_int("LOCAL_RANK", 0)
     local_world = _env_int("LOCAL_WORLD_SIZE", 1)
     chosen = choose_backend(backend)
-    if chosen == "nccl":
+    device = "cpu"
+    if torch.cuda.is_available():  # compute on the GPU even when the user asked for gloo
         device = f"cuda:{local_rank % torch.cuda.device_count()}"
         torch.cuda.set_device(device)
-    else:
-        device = "cpu"
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend=chosen, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s),
                                 device_id=torch.device(device) if chosen == "nccl" else None)
-        _preflight(world, device)
+        _preflight(world, device if chosen == "nccl" else "cpu")
     _sync_accelerate(device)
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world,
                        device=device, backend=chosen)
