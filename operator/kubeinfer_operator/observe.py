@@ -81,10 +81,11 @@ def container_failure(pod: Obj) -> Failure | None:
                 text = _trim(term.get("message") or "")
                 match = _WORKER_REASON.match(text)
                 reason = match.group(1) if match else Reason.WORKER_FAILED
-                k8s_reason = term.get("reason") or "Error"
-                message = text or f"{k8s_reason} (exit code {term.get('exitCode')})"
-                if not match and text:
-                    message = f"{k8s_reason} (exit code {term.get('exitCode')}): {text}"
+                summary = f"{term.get('reason') or 'Error'} (exit code {term.get('exitCode')})"
+                if match:  # the reason is carried separately; keep only the worker's explanation
+                    message = text[match.end():]
+                else:
+                    message = f"{summary}: {text}" if text else summary
                 return Failure(pod=_name(pod), reason=reason, message=message, container=cs.get("name"),
                                exit_code=term.get("exitCode"), time=term.get("finishedAt"))
     return None

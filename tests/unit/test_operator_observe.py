@@ -42,6 +42,13 @@ def test_failure_classification(pod: PodBuilder, reason: str, message_part: str,
     assert obs.failure.exit_code == exit_code and obs.failure.pod == "cats-workers-0"
 
 
+def test_worker_reason_is_not_repeated_in_the_message() -> None:
+    obs = observe([PodBuilder().crashed(message="ModelNotFound: s3://models/x has no model_index.json").obj()],
+                  0, READY, None, True)
+    assert obs.failure is not None and obs.failure.reason == "ModelNotFound"
+    assert obs.failure.message == "s3://models/x has no model_index.json"
+
+
 def test_exit_zero_is_a_finished_worker_not_a_failure() -> None:
     obs = observe([PodBuilder().crashed(exit_code=0, reason="Completed").obj()], 0, READY, None, True)
     assert obs.failure is None
