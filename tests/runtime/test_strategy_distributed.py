@@ -13,9 +13,9 @@ pytestmark = pytest.mark.runtime
 def test_backend_choice_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert choose_backend(None) == choose_backend("auto") == choose_backend("gloo") == "gloo"
-    with pytest.raises(ValueError, match="rendezvous.backend: nccl needs a CUDA GPU"):
+    with pytest.raises(ValueError, match=r"rendezvous.backend: nccl needs a CUDA GPU"):
         choose_backend("nccl")
-    with pytest.raises(ValueError, match="rendezvous.backend: unknown backend 'mpi'"):
+    with pytest.raises(ValueError, match=r"rendezvous.backend: unknown backend 'mpi'"):
         choose_backend("mpi")
 
 
@@ -32,5 +32,5 @@ def test_single_process_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_bad_env_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "two")
-    with pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"):
+    with pytest.raises(ValueError, match=r"WORLD_SIZE='two' is not an integer"):
         init_distributed()
