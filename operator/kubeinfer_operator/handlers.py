@@ -59,6 +59,7 @@ def shutdown(*, memo: Any, **_: Any) -> None:
 
 
 def wake(memo: Any, namespace: str | None, job: str | None) -> None:
+    """Call only on the event loop (async handlers): asyncio.Event is not thread-safe."""
     wakeups: Wakeups = memo.wakeups
     event = wakeups.get((namespace or "", job or ""))
     if event is not None:
@@ -108,18 +109,18 @@ async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.Daemo
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec.suspend")
-def suspend_changed(*, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+async def suspend_changed(*, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     """Act on suspend/resume at once instead of at the next resync."""
     wake(memo, namespace, name)
 
 
 @kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: COMPONENT_WORKER})
-def worker_pod_changed(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+async def worker_pod_changed(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
     wake(memo, namespace, labels.get(JOB_LABEL))
 
 
 @kopf.on.event("", "v1", "configmaps", labels={COMPONENT_LABEL: COMPONENT_PROGRESS})
-def progress_changed(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+async def progress_changed(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
     wake(memo, namespace, labels.get(JOB_LABEL))
 
 

@@ -82,10 +82,8 @@ def container_failure(pod: Obj) -> Failure | None:
                 match = _WORKER_REASON.match(text)
                 reason = match.group(1) if match else Reason.WORKER_FAILED
                 summary = f"{term.get('reason') or 'Error'} (exit code {term.get('exitCode')})"
-                if match:  # the reason is carried separately; keep only the worker's explanation
-                    message = text[match.end():]
-                else:
-                    message = f"{summary}: {text}" if text else summary
+                # A worker-given reason is carried separately; keep only its explanation.
+                message = text[match.end():] if match else (f"{summary}: {text}" if text else summary)
                 return Failure(pod=_name(pod), reason=reason, message=message, container=cs.get("name"),
                                exit_code=term.get("exitCode"), time=term.get("finishedAt"))
     return None

@@ -22,7 +22,8 @@ POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 #: Keys read from `output.credentialsSecret` (unprefixed) and `model.credentialsSecret`
 #: (prefixed with MODEL_PREFIX, so two stores with different keys never clash).
 STORAGE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                "AWS_DEFAULT_REGION", "GOOGLE_APPLICATION_CREDENTIALS_JSON", "AZURE_STORAGE_CONNECTION_STRING")
+                "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "GOOGLE_APPLICATION_CREDENTIALS_JSON",
+                "AZURE_STORAGE_CONNECTION_STRING")
 MODEL_PREFIX = "KUBEINFER_MODEL_"
 MODEL_ONLY_KEYS = ("HF_TOKEN",)
 
