@@ -2,7 +2,7 @@
 
 Nothing is downloaded: configs are written here and weights come from a seeded RNG, so the same
 version string always yields the same weights. Usage:
-`python -m kubeinfer_runtime.tinymodels flux|gpt2|llama OUT_DIR`.
+`python -m kubeinfer_runtime.tinymodels flux|sd|gpt2|llama OUT_DIR`.
 """
 
 from __future__ import annotations
@@ -79,6 +79,30 @@ def build_flux(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def build_sd(out: Path, seed: int = 0) -> Path:
+    """A StableDiffusionPipeline (UNet + one-block VAE + tiny CLIP): the non-Flux path, 32x32 in a blink."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=2, norm_num_groups=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D"], block_out_channels=[8], layers_per_block=1,
+                        latent_channels=4, norm_num_groups=4, sample_size=32)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(out)
+    return out
+
+
 def _save_lm(model: Any, out: Path) -> Path:
     model.eval()
     model.save_pretrained(out)
@@ -108,7 +132,7 @@ def build_llama(out: Path, seed: int = 0) -> Path:
 
 
 BUILDERS: dict[str, Callable[[Path, int], Path]] = {
-    "flux": build_flux, "gpt2": build_gpt2, "llama": build_llama}
+    "flux": build_flux, "sd": build_sd, "gpt2": build_gpt2, "llama": build_llama}
 
 
 def build(kind: str, out: str | Path, seed: int = 0) -> Path:

@@ -15,6 +15,11 @@ def flux_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sd_dir() -> Path:
+    return tiny_model("sd")
+
+
+@pytest.fixture(scope="session")
 def gpt2_dir() -> Path:
     return tiny_model("gpt2")
 

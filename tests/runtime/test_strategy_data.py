@@ -95,6 +95,23 @@ def test_not_a_pipeline_folder_is_a_clear_error(gpt2_dir: Path) -> None:
         run_inline(flux_spec(), gpt2_dir, [])
 
 
+def test_other_pipeline_class_from_model_index(sd_dir: Path) -> None:
+    """A StableDiffusionPipeline (UNet) goes through the same generic path as Flux."""
+    from diffusers import DiffusionPipeline
+
+    items = make_items(2)
+    spec = flux_spec()
+    spec["task"]["parameters"] = {"num_inference_steps": 2, "height": 32, "width": 32}
+    results = run_inline(spec, sd_dir, items)
+    pipe = DiffusionPipeline.from_pretrained(sd_dir, dtype=torch.float32)
+    for result in results:
+        item = items[result.item.index]
+        want = pipe(prompt=[item["prompt"]], generator=[torch.Generator().manual_seed(item["seed"])],
+                    **spec["task"]["parameters"]).images[0]
+        assert type(pipe).__name__ == "StableDiffusionPipeline"
+        assert np.array_equal(np.asarray(result.output), np.asarray(want))
+
+
 def reference_texts(model_dir: Path, items: list[dict[str, Any]]) -> dict[int, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

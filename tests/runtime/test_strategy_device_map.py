@@ -72,3 +72,18 @@ def test_max_memory_keys() -> None:
     assert parse_max_memory({"0": "70GiB", "1": "70GiB", "cpu": "200GiB"}, gpus=1) == {0: "70GiB", "cpu": "200GiB"}
     with pytest.raises(ValueError, match=r"deviceMap.maxMemory: key 'gpu0' must be a GPU index"):
         parse_max_memory({"gpu0": "1GiB"}, gpus=1)
+
+
+def test_non_flux_pipeline_loads_unstaged(sd_dir: Path) -> None:
+    """Staging is Flux-only; a StableDiffusionPipeline loads whole and still equals the plain pipeline."""
+    from diffusers import DiffusionPipeline
+
+    params = {"num_inference_steps": 2, "height": 32, "width": 32}
+    spec = dm_spec(nodes=1)
+    spec["task"]["parameters"] = params
+    items = make_items(1)
+    (result,) = run_inline(spec, sd_dir, items)
+    pipe = DiffusionPipeline.from_pretrained(sd_dir, dtype=torch.float32)
+    want = pipe(prompt=[items[0]["prompt"]], generator=[torch.Generator().manual_seed(items[0]["seed"])],
+                **params).images[0]
+    assert np.array_equal(np.asarray(result.output), np.asarray(want))
