@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 from prometheus_client import generate_latest
 
+from kubeinfer_api.naming import JOB_LABEL
 from kubeinfer_operator.apply import is_subset
-from kubeinfer_operator.handlers import next_delay
+from kubeinfer_operator.handlers import nap, next_delay, worker_pod_changed
 from kubeinfer_operator.main import parse_args
 from kubeinfer_operator.metrics import Metrics
 from kubeinfer_operator.reconciler import Result, parse_status
@@ -78,3 +83,28 @@ def test_cli_scope() -> None:
 def test_unreadable_status_parts_are_dropped_not_fatal() -> None:
     status = parse_status({"attempt": 3, "restarts": 2, "plan": {"bogus": 1}})
     assert status.attempt == 3 and status.restarts == 2 and status.plan is None
+
+
+class _Stopped:
+    """Stands in for kopf's DaemonStopped flag: awaitable `wait()`, truthy when set."""
+
+    def __init__(self) -> None:
+        self.flag = asyncio.Event()
+
+    def wait(self) -> Any:
+        return self.flag.wait()
+
+
+def test_a_wakeup_ends_the_nap_and_is_consumed() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        wakeup, stopped = asyncio.Event(), _Stopped()
+        memo = SimpleNamespace(wakeups={("ns", "cats"): wakeup})
+        await worker_pod_changed(namespace="ns", labels={JOB_LABEL: "cats"}, memo=memo)
+        await worker_pod_changed(namespace="ns", labels={JOB_LABEL: "other"}, memo=memo)  # no loop: ignored
+        await nap(wakeup, stopped, 3600)  # returns at once: the wakeup is already set
+        woken_cleared = not wakeup.is_set()
+        stopped.flag.set()
+        await nap(wakeup, stopped, 3600)  # returns at once: the daemon is stopping
+        return woken_cleared, stopped.flag.is_set()
+
+    assert asyncio.run(scenario()) == (True, True)
