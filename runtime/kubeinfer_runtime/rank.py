@@ -1,0 +1,211 @@
+"""One torchrun process: the path of a job through one rank (`python -m kubeinfer_runtime.rank`).
+
+join the group → rank 0 reads the items, claims the output prefix and lists what is committed, and
+every rank receives the same pending list (one broadcast, before any compute) → fetch the model →
+resolve `auto` → load the strategy → compute, with commits in background threads → mark this rank
+done → rank 0 waits for every rank's marker and writes manifest.jsonl, the contact sheet and _SUCCESS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeinfer_api.jobconfig import JobConfig, load_job_config
+from kubeinfer_api.plan import build_plan
+from kubeinfer_api.status import OutputStatus
+from kubeinfer_api.validation import output_format
+from kubeinfer_runtime.contactsheet import NAME as CONTACT_SHEET
+from kubeinfer_runtime.contactsheet import contact_sheet
+from kubeinfer_runtime.distributed import init_distributed, shutdown_distributed
+from kubeinfer_runtime.inputs import load_items
+from kubeinfer_runtime.ledger import MANIFEST, Ledger, fingerprint
+from kubeinfer_runtime.modelstore import check_model, fetch_model
+from kubeinfer_runtime.outputs import Committer
+from kubeinfer_runtime.progress import Reporter, configmap_sink
+from kubeinfer_runtime.storage import ObjectStore
+from kubeinfer_runtime.strategies import Item, RunContext, strategy_for
+from kubeinfer_runtime.strategies.auto import resolve_strategy
+from kubeinfer_runtime.strategies.base import DistContext
+
+log = logging.getLogger("kubeinfer")
+RUN_DIR_ENV = "KUBEINFER_RUN_DIR"
+
+
+class ItemsFailed(RuntimeError):
+    """Fewer items succeeded than spec.successPolicy.minSucceededRatio demands."""
+
+
+@dataclass(frozen=True)
+class Work:
+    """What every rank must agree on before computing (sent by rank 0)."""
+
+    pending: list[Item]
+    total: int
+    run_id: str
+    fingerprint: str
+
+
+@dataclass
+class Job:
+    config: JobConfig
+    dist: DistContext
+    store: ObjectStore
+    ledger: Ledger
+    attempt: int
+    reporter: Reporter
+
+
+def plan_work(config: JobConfig, ledger: Ledger) -> Work:
+    """Rank 0: the items, the claim on the output prefix, and the items still to do."""
+    items = load_items(config.spec)
+    detail = fingerprint(config, items)
+    ledger.claim(config, detail)
+    committed = ledger.committed()
+    pending = [item for item in items if item.id not in committed]
+    return Work(pending=pending, total=len(items), run_id=uuid.uuid4().hex[:12], fingerprint=detail["fingerprint"])
+
+
+def share_work(job: Job) -> Work:
+    """Rank 0 plans and broadcasts; a planning error reaches every rank, so none waits forever."""
+    import torch.distributed as dist
+
+    planned: Work | str
+    if job.dist.rank == 0:
+        try:
+            planned = plan_work(job.config, job.ledger)
+        except Exception as err:
+            planned = f"{type(err).__name__}: {err}"
+    if job.dist.world_size > 1:
+        box = [planned if job.dist.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        planned = box[0]  # type: ignore[assignment]
+    if isinstance(planned, str):
+        raise RuntimeError(planned if job.dist.rank == 0 else f"rank 0 failed to plan the work: {planned}")
+    return planned
+
+
+def compute(job: Job, work: Work) -> None:
+    spec, dist = job.config.spec, job.dist
+    model_dir = fetch_model(spec.model)
+    check_model(model_dir, spec.model, spec.task.type)
+    name, explanation = resolve_strategy(job.config, model_dir, dist.device)
+    if dist.rank == 0:
+        log.info("plan: %s (%s)", name, explanation)
+    job.reporter.set(plan=build_plan(spec, name, explanation))
+    strategy = strategy_for(name)(RunContext(job=job.config, dist=dist, model_dir=model_dir, strategy=name))
+    strategy.load()
+    job.reporter.set(phase="running")
+    committer = Committer(job.store, job.ledger, output_format(spec), dist.rank, job.attempt)
+    try:
+        for result in strategy.run(work.pending):
+            committer.submit(result)
+    finally:
+        stats = committer.close()
+    log.info("rank %d: %d items committed, %d failed", dist.rank, stats.succeeded, stats.failed)
+
+
+def wait_for_ranks(job: Job, work: Work, poll_s: float = 0.5) -> None:
+    """Rank 0: every rank's done marker (no collective, so slow ranks never hit a timeout)."""
+    last_log = time.monotonic()
+    while (done := job.ledger.done_ranks(work.run_id)) < job.dist.world_size:
+        if time.monotonic() - last_log > 30:
+            log.info("finalize: %d of %d ranks done; waiting", done, job.dist.world_size)
+            last_log = time.monotonic()
+        time.sleep(poll_s)
+
+
+def finalize(job: Job, work: Work) -> None:
+    """Rank 0: decide with successPolicy, then manifest, contact sheet and finally _SUCCESS."""
+    job.reporter.set(phase="finalizing")
+    wait_for_ranks(job, work)
+    entries = job.ledger.entries()
+    committed = {e.id for e in entries}
+    failed = sorted(job.ledger.failed())
+    missing = sorted({i.id for i in work.pending} - committed - set(failed))
+    job.ledger.write_manifest(entries)
+    output = OutputStatus(uri=job.store.url(), manifest=job.store.url(MANIFEST), objects=len(entries),
+                          bytes=sum(e.bytes for e in entries))
+    job.reporter.set(output=output)
+    ratio = len(entries) / work.total if work.total else 1.0
+    needed = job.config.spec.success_policy.min_succeeded_ratio
+    if missing or ratio < needed:
+        raise ItemsFailed(failure_message(job, len(entries), work.total, failed, missing, needed))
+    spec = job.config.spec
+    if spec.task.type == "text-to-image" and spec.output.contact_sheet and entries:
+        job.store.put(CONTACT_SHEET, contact_sheet(job.store, entries))
+    job.ledger.write_success({"fingerprint": work.fingerprint, "job": job.config.name, "total": work.total,
+                              "succeeded": len(entries), "failed": failed[:1000], "attempt": job.attempt,
+                              "objects": output.objects, "bytes": output.bytes})
+    job.reporter.close("complete", output=output)
+    log.info("complete: %d of %d items in %s", len(entries), work.total, job.store.url())
+
+
+def failure_message(job: Job, succeeded: int, total: int, failed: list[str], missing: list[str],
+                    needed: float) -> str:
+    if missing:
+        return f"{len(missing)} items got no result from any rank (first: {missing[0]}); this is a bug"
+    first = job.ledger.failure(failed[0]) if failed else {}
+    return (f"{len(failed)} of {total} items failed, {succeeded} succeeded; successPolicy.minSucceededRatio "
+            f"is {needed}. First failure: item {first.get('id')}: {first.get('error')}")
+
+
+def run(config: JobConfig, attempt: int) -> None:
+    dist = init_distributed(config.spec.rendezvous.backend, config.spec.rendezvous.timeout_seconds)
+    if dist.world_size != config.plan.world_size:
+        raise ValueError(f"workers: torchrun started {dist.world_size} processes but the plan needs "
+                         f"{config.plan.world_size} (workers.nodes x processes per node)")
+    store = ObjectStore(config.spec.output.uri, endpoint_url=config.spec.output.endpoint_url)
+    ledger = Ledger(store)
+    sink = configmap_sink(config.name, config.namespace) if dist.rank == 0 else None
+    reporter = Reporter(ledger, attempt, sink, log_lines=dist.local_rank == 0)
+    job = Job(config, dist, store, ledger, attempt, reporter)
+    if dist.local_rank == 0:
+        reporter.start()
+    try:
+        work = share_work(job)
+        reporter.set(phase="loading", total=work.total, skipped=work.total - len(work.pending))
+        if work.pending:
+            compute(job, work)
+        ledger.mark_done(work.run_id, dist.rank)
+        if dist.rank == 0:
+            finalize(job, work)
+    except BaseException as err:
+        reporter.close("failed", message=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        shutdown_distributed()
+
+
+def record_error(err: BaseException) -> None:
+    """Leave the message where the launcher finds it (for /dev/termination-log and the CLI)."""
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if not run_dir:
+        return
+    folder = Path(run_dir, "errors")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"rank-{os.environ.get('RANK', '0')}.txt").write_text(f"{type(err).__name__}: {err}")
+
+
+def configure_logging() -> None:
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(level=os.environ.get("KUBEINFER_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s rank{rank} %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def main() -> None:
+    configure_logging()
+    try:
+        run(load_job_config(), int(os.environ.get("KUBEINFER_ATTEMPT") or 0))
+    except BaseException as err:
+        if not isinstance(err, KeyboardInterrupt):
+            record_error(err)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Object storage through fsspec: S3-compatible (s3fs), GCS/Azure (optional extras) and local paths.
+
+Every call is retried with bounded exponential backoff, so a flaky network costs time, not items;
+rejected credentials and missing buckets fail at once with a message naming the field to fix. Keys
+are relative to the store's root (the job's `output.uri` or a model prefix).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Env prefix under which the operator passes `model.credentialsSecret` (output credentials are unprefixed).
+MODEL_ENV_PREFIX = "KUBEINFER_MODEL_"
+
+
+class StorageError(RuntimeError):
+    """Storage that cannot be used as configured (credentials, endpoint, bucket); retrying will not help."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter, so many ranks do not retry in lockstep."""
+        return float(min(self.max_delay, self.base_delay * 2**attempt) * (0.5 + random.random() / 2))
+
+
+def _env(name: str, prefix: str) -> str | None:
+    """`prefix+name` wins over the plain variable (model and output stores may use different secrets)."""
+    return os.environ.get(prefix + name) or os.environ.get(name) or None
+
+
+def s3_options(env_prefix: str = "", endpoint_url: str | None = None) -> dict[str, Any]:
+    """s3fs arguments from AWS_* env; short botocore timeouts, since retries are ours and bounded."""
+    endpoint = endpoint_url or _env("AWS_ENDPOINT_URL_S3", env_prefix) or _env("AWS_ENDPOINT_URL", env_prefix)
+    options: dict[str, Any] = {
+        "key": _env("AWS_ACCESS_KEY_ID", env_prefix),
+        "secret": _env("AWS_SECRET_ACCESS_KEY", env_prefix),
+        "token": _env("AWS_SESSION_TOKEN", env_prefix),
+        "endpoint_url": endpoint,
+        "use_listings_cache": False,
+        "skip_instance_cache": True,
+        "config_kwargs": {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1}},
+    }
+    region = _env("AWS_DEFAULT_REGION", env_prefix) or _env("AWS_REGION", env_prefix)
+    if region:
+        options["client_kwargs"] = {"region_name": region}
+    return options
+
+
+def filesystem(uri: str, field: str, env_prefix: str = "", endpoint_url: str | None = None) -> tuple[Any, str]:
+    """(fsspec filesystem, root path) for a URI; unknown schemes are an error naming `field`."""
+    import fsspec
+
+    parts = urlsplit(uri)
+    match parts.scheme:
+        case "" | "file":
+            return fsspec.filesystem("file"), str(Path(parts.path if parts.scheme else uri).absolute())
+        case "s3":
+            fs = fsspec.filesystem("s3", **s3_options(env_prefix, endpoint_url))
+            fs.retries = 1  # s3fs's own retry loop would multiply ours
+            return fs, f"{parts.netloc}{parts.path}".rstrip("/")
+        case "gs" | "gcs":
+            return _optional("gcs", field, "kubeinfer[gcs]", uri), f"{parts.netloc}{parts.path}".rstrip("/")
+        case "az" | "abfs":
+            conn = _env("AZURE_STORAGE_CONNECTION_STRING", env_prefix)
+            fs = _optional("abfs", field, "kubeinfer[azure]", uri, connection_string=conn)
+            return fs, f"{parts.netloc}{parts.path}".rstrip("/")
+        case other:
+            raise ValueError(f"{field}: unsupported scheme {other!r} in {uri!r}; use s3://, gs://, az://, "
+                             "file:// or an absolute path")
+
+
+def _optional(protocol: str, field: str, extra: str, uri: str, **options: Any) -> Any:
+    import fsspec
+
+    try:
+        return fsspec.filesystem(protocol, **options)
+    except ImportError:
+        raise ValueError(f"{field}: {uri!r} needs the optional extra {extra} (pip install '{extra}')") from None
+
+
+def _is_permanent(err: BaseException) -> bool:
+    return isinstance(err, PermissionError | FileNotFoundError | IsADirectoryError | NotADirectoryError)
+
+
+class ObjectStore:
+    """A prefix in some object store, with retried, atomic single-object operations."""
+
+    def __init__(self, uri: str, field: str = "spec.output.uri", env_prefix: str = "",
+                 endpoint_url: str | None = None, retry: RetryPolicy | None = None) -> None:
+        self.uri, self.field = uri, field
+        self.fs, self.root = filesystem(uri, field, env_prefix, endpoint_url)
+        self.local = self.fs.protocol in ("file", ("file", "local"))
+        self.retry = retry or RetryPolicy()
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+    def url(self, key: str = "") -> str:
+        """The full location of `key`, for messages and the manifest."""
+        return f"{self.uri.rstrip('/')}/{key}" if key else self.uri
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write one object whole: a reader never sees a partial object under `key`."""
+        if self.local:
+            self.call(f"write {key}", lambda: _atomic_write(Path(self.path(key)), data))
+        else:
+            self.call(f"write {key}", lambda: self.fs.pipe_file(self.path(key), data))
+
+    def get(self, key: str) -> bytes:
+        return bytes(self.call(f"read {key}", lambda: self.fs.cat_file(self.path(key))))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.call(f"stat {key}", lambda: self.fs.exists(self.path(key))))
+
+    def list(self, prefix: str) -> list[str]:
+        """Names of the objects directly under `prefix` (empty when it does not exist)."""
+
+        def ls() -> list[str]:
+            try:
+                found = self.fs.ls(self.path(prefix), detail=False)
+            except FileNotFoundError:
+                return []
+            names = (str(p).rstrip("/").rsplit("/", 1)[-1] for p in found)
+            return [n for n in names if not n.startswith(".")]  # skip in-flight temporary files
+
+        return self.call(f"list {prefix}", ls)
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one storage operation with the retry policy; raise StorageError with the field when it fails."""
+        started = time.monotonic()
+        for attempt in range(self.retry.attempts):
+            try:
+                return fn()
+            except FileNotFoundError as err:
+                if what.startswith(("write", "list", "create")):
+                    raise StorageError(f"{self.field}: {self.url()} does not exist ({err}); create the bucket "
+                                       "or fix the URI") from err
+                raise
+            except PermissionError as err:
+                raise StorageError(f"{self.field}: access to {self.url()} denied ({err}); check the credentials "
+                                   "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the credentialsSecret)") from err
+            except Exception as err:  # network and server errors of several client libraries: retried
+                if _is_permanent(err) or attempt + 1 == self.retry.attempts:
+                    elapsed = time.monotonic() - started
+                    raise StorageError(f"{self.field}: cannot {what} at {self.url()} after {attempt + 1} attempts "
+                                       f"in {elapsed:.0f} s: {type(err).__name__}: {err}") from err
+                delay = self.retry.delay(attempt)
+                log.warning("storage: %s failed (%s: %s); retry in %.1f s", what, type(err).__name__, err, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
