@@ -9,6 +9,7 @@ wait is bounded by spec.rendezvous.timeoutSeconds and ends in one specific messa
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 
@@ -20,10 +21,10 @@ class RendezvousTimeout(RuntimeError):
     """The master stayed unreachable for the whole rendezvous timeout."""
 
 
-def write_termination_message(message: str, path: str = TERMINATION_LOG) -> None:
-    """Best effort: outside Kubernetes the file usually is not writable."""
+def write_termination_message(message: str) -> None:
+    """Best effort: outside Kubernetes the file usually is not writable ($KUBEINFER_TERMINATION_LOG overrides)."""
     try:
-        with open(path, "w") as handle:
+        with open(os.environ.get("KUBEINFER_TERMINATION_LOG") or TERMINATION_LOG, "w") as handle:
             handle.write(message[-4000:])
     except OSError:
         pass
