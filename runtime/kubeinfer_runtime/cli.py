@@ -39,17 +39,21 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def local_job(manifest: dict[str, Any], nproc: int | None, output: str | None) -> JobConfig:
     """The manifest as one local node with `nproc` processes (default: its world size), writing to `output`."""
-    name, spec = parse_manifest(manifest)
-    raw = copy.deepcopy(manifest["spec"])
+    doc = copy.deepcopy(manifest)
+    raw = doc.setdefault("spec", {}) if isinstance(doc.get("spec"), dict | None) else {}
     workers = raw.setdefault("workers", {})
-    workers.update({"nodes": 1, "processesPerNode": nproc or world_size(spec)})
-    raw.setdefault("output", {})["uri"] = output or str(Path("outputs", name).absolute()) + "/"
+    if nproc is not None:
+        workers.update({"nodes": 1, "processesPerNode": nproc})
     try:
-        local = parse_spec(raw)
+        name, spec = parse_manifest(doc)
+        workers.update({"nodes": 1, "processesPerNode": world_size(spec)})
+        raw.setdefault("output", {})["uri"] = output or str(Path("outputs", name).absolute()) + "/"
+        return make_job_config(name, parse_spec(raw), uid="local")
     except SpecError as err:
-        hint = f" (this run: 1 node x {workers['processesPerNode']} processes; change --nproc)"
+        if nproc is None:
+            raise
+        hint = f" (this run: 1 node x {nproc} processes; change --nproc)"
         raise SpecError([p + hint if "world size" in p or "processes" in p else p for p in err.problems]) from None
-    return make_job_config(name, local, uid="local")
 
 
 def run_local(job: JobConfig) -> int:

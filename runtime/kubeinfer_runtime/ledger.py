@@ -72,7 +72,7 @@ def fingerprint(job: JobConfig, items: list[Item]) -> dict[str, Any]:
         "format": output_format(spec),
         "batchSize": spec.strategy.batch_size,
         "items": len(items),
-        "itemsSha256": digest.hexdigest(),
+        "inputs": digest.hexdigest(),
     }
     detail["fingerprint"] = hashlib.sha256(json.dumps(detail, sort_keys=True).encode()).hexdigest()[:32]
     return detail
@@ -94,12 +94,12 @@ class Ledger:
         owner = json.loads(self.store.get(JOB_RECORD))
         if owner.get("fingerprint") == detail["fingerprint"]:
             return
-        changed = sorted(k for k in ("model", "task", "format", "batchSize", "itemsSha256")
+        changed = sorted(k for k in ("model", "task", "format", "batchSize", "inputs")
                          if owner.get(k) != detail.get(k))
         raise FingerprintMismatch(
-            f"spec.output.uri: {self.store.url()} already holds outputs of job {owner.get('job')!r} with a different "
-            f"{', '.join(changed) or 'spec'}; its items would mix with this job's. Use a new output.uri, or "
-            "delete that prefix to start over")
+            f"spec.output.uri: {self.store.url()} already holds outputs of job {owner.get('job')!r} "
+            f"(different {', '.join(changed) or 'spec'}); its items would mix with this job's. "
+            "Use a new output.uri, or delete that prefix to start over")
 
     def committed(self) -> set[str]:
         return {name.removesuffix(".json") for name in self.store.list(ITEMS)}

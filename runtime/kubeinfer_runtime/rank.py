@@ -169,6 +169,9 @@ def run(config: JobConfig, attempt: int) -> None:
     try:
         work = share_work(job)
         reporter.set(phase="loading", total=work.total, skipped=work.total - len(work.pending))
+        if dist.rank == 0:
+            log.info("work: %d items, %d already committed, %d to do", work.total,
+                     work.total - len(work.pending), len(work.pending))
         if work.pending:
             compute(job, work)
         ledger.mark_done(work.run_id, dist.rank)

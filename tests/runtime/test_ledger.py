@@ -51,7 +51,7 @@ def test_a_different_job_on_the_same_prefix_is_refused(tmp_path: Path) -> None:
     again = job(name="renamed")  # same model, task and inputs: resumes
     ledger.claim(again, fingerprint(again, load_items(again.spec)))
     other = job(name="second", parameters={"height": 64})
-    with pytest.raises(FingerprintMismatch, match=r"spec.output.uri: .* job 'first' with a different task"):
+    with pytest.raises(FingerprintMismatch, match=r"spec.output.uri: .* job 'first' \(different task\)"):
         ledger.claim(other, fingerprint(other, load_items(other.spec)))
 
 

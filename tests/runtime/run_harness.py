@@ -1,0 +1,69 @@
+"""Helpers for the local-run and resume tests: manifests, the `kubeinfer` CLI as a subprocess, a direct reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from strategy_harness import REPO
+
+PARAMS = {"num_inference_steps": 2, "height": 32, "width": 32, "max_sequence_length": 16}
+
+
+def manifest(name: str, model: str, inputs: dict[str, Any], params: dict[str, Any] | None = None,
+             seed: int = 3, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": {"uri": model, "dtype": "float32"},
+        "task": {"type": "text-to-image", "parameters": params or PARAMS, "seed": seed},
+        "inputs": inputs, "output": {"uri": "/unused"}, **spec}
+    return {"apiVersion": "kubeinfer.io/v1alpha1", "kind": "DistributedInference", "metadata": {"name": name},
+            "spec": body}
+
+
+def write(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def kubeinfer(*args: str, env: dict[str, str] | None = None, timeout: int = 400,
+              background: bool = False) -> Any:
+    """`kubeinfer ARGS` in a subprocess (the console script's module), like a user would run it."""
+    path = os.pathsep.join(str(REPO / p) for p in ("api", "runtime"))
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "kubeinfer_runtime.cli", *args]
+    if background:
+        return subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def reference_pngs(model_dir: Path, prompts: list[str], seed: int, params: dict[str, Any]) -> list[bytes]:
+    """What a user gets calling diffusers directly: one image per prompt, generator seeded with seed + index."""
+    import io
+
+    import torch
+    from diffusers import FluxPipeline
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ranks run with OMP_NUM_THREADS=1; reductions must match bit for bit
+    try:
+        pipe = FluxPipeline.from_pretrained(model_dir, dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        out = []
+        for index, prompt in enumerate(prompts):
+            with torch.inference_mode():
+                image = pipe(prompt=[prompt], generator=[torch.Generator("cpu").manual_seed(seed + index)],
+                             **params).images[0]
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            out.append(buffer.getvalue())
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
