@@ -67,3 +67,9 @@ def reference_pngs(model_dir: Path, prompts: list[str], seed: int, params: dict[
 
 def outputs(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def upload_dir(s3: Any, bucket: str, prefix: str, folder: Path) -> None:
+    """Copy a model folder into the S3 server with boto3 (independent of the code under test)."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")

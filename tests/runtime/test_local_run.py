@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-from run_harness import PARAMS, kubeinfer, manifest, outputs, reference_pngs, write
+from run_harness import PARAMS, kubeinfer, manifest, outputs, reference_pngs, upload_dir, write
 from s3_fixtures import s3_bucket, s3_server  # noqa: F401  (fixtures)
-from test_modelstore import upload_dir
 
 from kubeinfer_api.jobconfig import make_job_config
 from kubeinfer_api.validation import parse_manifest

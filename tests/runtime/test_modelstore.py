@@ -7,17 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_harness import upload_dir
 from s3_fixtures import s3_bucket, s3_server  # noqa: F401  (fixtures)
 
 from kubeinfer_api.spec import ModelSource
 from kubeinfer_api.validation import SpecError, parse_spec
 from kubeinfer_runtime.modelstore import ModelError, check_model, fetch_model, parse_hf
 from kubeinfer_runtime.storage import StorageError
-
-
-def upload_dir(s3: Any, bucket: str, prefix: str, folder: Path) -> None:
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
 def same_tree(a: Path, b: Path) -> bool:
