@@ -8,6 +8,7 @@ failure exits non-zero with the first rank's error in /dev/termination-log.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -78,18 +79,16 @@ def run_worker() -> int:
             report_complete(job, summary, attempt)
         return 0
     wait_for_master(addr, port, job.spec.rendezvous.timeout_seconds, check_port=node_rank != 0)
-    metrics_dir = metrics.prepare_multiprocess_dir()
+    # The ranks' metric files outlive torchrun: an idle finished pod still reports its counts.
+    atexit.register(metrics.cleanup, metrics.prepare_multiprocess_dir())
     metrics.serve(metrics.port_from_env(metrics.DEFAULT_PORT))
     run_dir = make_run_dir()
-    try:
-        code = run_ranks(torchrun_argv(), dict(os.environ), run_dir)
-        if code != 0:
-            message = first_error(run_dir) or f"torchrun exited with {code}; see the worker log"
-            log.error("worker failed: %s", message)
-            write_termination_message(message)
-        return code
-    finally:
-        metrics.cleanup(metrics_dir)
+    code = run_ranks(torchrun_argv(), dict(os.environ), run_dir)
+    if code != 0:
+        message = first_error(run_dir) or f"torchrun exited with {code}; see the worker log"
+        log.error("worker failed: %s", message)
+        write_termination_message(message)
+    return code
 
 
 def main() -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3_fixtures import s3_bucket, s3_server  # noqa: F401  (fixtures)
 
 from kubeinfer_api.validation import parse_spec
 from kubeinfer_runtime.inputs import InputError, load_items, parse_jsonl
+
+pytest_plugins = ["s3_fixtures"]
 
 
 def spec(inputs: dict[str, Any], seed: int = 10) -> Any:
@@ -60,7 +61,7 @@ def test_jsonl_from_a_local_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.s3
-def test_jsonl_from_s3(s3_server: Any, s3_bucket: str) -> None:  # noqa: F811
+def test_jsonl_from_s3(s3_server: Any, s3_bucket: str) -> None:
     s3_server.client().put_object(Bucket=s3_bucket, Key="in/prompts.jsonl",
                                   Body=b'{"prompt": "one"}\n{"prompt": "two", "seed": 3}\n')
     items = load_items(spec({"uri": f"s3://{s3_bucket}/in/prompts.jsonl"}, seed=1))

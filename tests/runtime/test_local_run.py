@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 import yaml
 from run_harness import PARAMS, kubeinfer, manifest, outputs, reference_pngs, upload_dir, write
-from s3_fixtures import s3_bucket, s3_server  # noqa: F401  (fixtures)
 
 from kubeinfer_api.jobconfig import make_job_config
 from kubeinfer_api.validation import parse_manifest
 from kubeinfer_runtime.inputs import load_items
 from kubeinfer_runtime.ledger import Ledger, fingerprint
 from kubeinfer_runtime.storage import ObjectStore
+
+pytest_plugins = ["s3_fixtures"]
 
 pytestmark = pytest.mark.runtime
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def test_two_processes_equal_diffusers_and_a_rerun_does_nothing(flux_dir: Path, 
 
 
 @pytest.mark.s3
-def test_model_from_s3_and_outputs_to_s3(flux_dir: Path, tmp_path: Path, s3_server: Any, s3_bucket: str,  # noqa: F811
+def test_model_from_s3_and_outputs_to_s3(flux_dir: Path, tmp_path: Path, s3_server: Any, s3_bucket: str,
                                          reference: list[bytes]) -> None:
     s3 = s3_server.client()
     upload_dir(s3, s3_bucket, "models/flux", flux_dir)

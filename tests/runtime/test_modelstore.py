@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from run_harness import upload_dir
-from s3_fixtures import s3_bucket, s3_server  # noqa: F401  (fixtures)
 
 from kubeinfer_api.spec import ModelSource
 from kubeinfer_api.validation import SpecError, parse_spec
 from kubeinfer_runtime.modelstore import ModelError, check_model, fetch_model, parse_hf
 from kubeinfer_runtime.storage import StorageError
+
+pytest_plugins = ["s3_fixtures"]
 
 
 def same_tree(a: Path, b: Path) -> bool:
@@ -62,7 +63,7 @@ def test_hf_uri_parsing_and_offline_error(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.mark.s3
-def test_s3_model_is_downloaded_once_verified_and_refreshed(s3_server: Any, s3_bucket: str, flux_dir: Path,  # noqa: F811
+def test_s3_model_is_downloaded_once_verified_and_refreshed(s3_server: Any, s3_bucket: str, flux_dir: Path,
                                                             tmp_path: Path) -> None:
     s3 = s3_server.client()
     upload_dir(s3, s3_bucket, "models/flux", flux_dir)
@@ -78,7 +79,7 @@ def test_s3_model_is_downloaded_once_verified_and_refreshed(s3_server: Any, s3_b
 
 
 @pytest.mark.s3
-def test_model_credentials_win_over_output_credentials(s3_server: Any, s3_bucket: str, flux_dir: Path,  # noqa: F811
+def test_model_credentials_win_over_output_credentials(s3_server: Any, s3_bucket: str, flux_dir: Path,
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s3_server.client().put_object(Bucket=s3_bucket, Key="m/config.json", Body=b"{}")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "output-store-secret")  # wrong for this server

@@ -11,10 +11,11 @@ from typing import Any
 import psutil
 import pytest
 from run_harness import kubeinfer, manifest, reference_pngs, write
-from s3_fixtures import s3_bucket, s3_server  # noqa: F401  (fixtures)
 
 from kubeinfer_runtime.ledger import Ledger
 from kubeinfer_runtime.storage import ObjectStore
+
+pytest_plugins = ["s3_fixtures"]
 
 pytestmark = [pytest.mark.runtime, pytest.mark.s3]
 PROMPTS = [f"resume prompt {i}" for i in range(12)]
@@ -41,7 +42,7 @@ def kill_a_rank_after(root: Any, ledger: Ledger, committed: int, timeout_s: floa
                          f"{root.stdout.read() if root.poll() is not None else ''}")
 
 
-def test_killed_worker_resumes_with_every_item_exactly_once(flux_dir: Path, tmp_path: Path, s3_server: Any,  # noqa: F811
+def test_killed_worker_resumes_with_every_item_exactly_once(flux_dir: Path, tmp_path: Path, s3_server: Any,
                                                             s3_bucket: str) -> None:
     uri = f"s3://{s3_bucket}/resume/"
     job = write(tmp_path / "job.yaml", manifest("resume", str(flux_dir), {"prompts": PROMPTS}, PARAMS, seed=SEED))

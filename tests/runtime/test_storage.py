@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from s3_fixtures import s3_bucket, s3_server  # noqa: F401  (fixtures)
 from strategy_harness import free_port
 
 from kubeinfer_runtime.ledger import Ledger
 from kubeinfer_runtime.outputs import Committer, encode
 from kubeinfer_runtime.storage import ObjectStore, RetryPolicy, StorageError
 from kubeinfer_runtime.strategies.base import Item, Result
+
+pytest_plugins = ["s3_fixtures"]
 
 pytestmark = pytest.mark.s3
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
@@ -29,7 +30,7 @@ def results(count: int) -> list[Result]:
     return out
 
 
-def test_round_trip(s3_bucket: str) -> None:  # noqa: F811
+def test_round_trip(s3_bucket: str) -> None:
     store = ObjectStore(f"s3://{s3_bucket}/run/a/")
     store.put("items/x.png", b"abc")
     store.put("_ledger/items/x.json", b"{}")
@@ -40,7 +41,7 @@ def test_round_trip(s3_bucket: str) -> None:  # noqa: F811
     assert store.url("items/x.png") == f"s3://{s3_bucket}/run/a/items/x.png"
 
 
-def test_bad_credentials_fail_at_once_naming_the_secret(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_bad_credentials_fail_at_once_naming_the_secret(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
     with pytest.raises(StorageError, match=r"spec.output.uri: access to s3://.* denied .*credentialsSecret"):
         ObjectStore(f"s3://{s3_bucket}/run/").put("k", b"v")
@@ -54,12 +55,12 @@ def test_unreachable_endpoint_gives_up_after_bounded_retries(monkeypatch: pytest
         ObjectStore("s3://bucket/run", retry=FAST).put("k", b"v")
 
 
-def test_missing_bucket_is_named(s3_server: Any, s3_bucket: str) -> None:  # noqa: F811
+def test_missing_bucket_is_named(s3_server: Any, s3_bucket: str) -> None:
     with pytest.raises(StorageError, match=r"s3://no-such-bucket-kubeinfer/x does not exist"):
         ObjectStore("s3://no-such-bucket-kubeinfer/x").put("k", b"v")
 
 
-def test_committer_writes_object_then_entry_and_records_failures(s3_server: Any, s3_bucket: str) -> None:  # noqa: F811
+def test_committer_writes_object_then_entry_and_records_failures(s3_server: Any, s3_bucket: str) -> None:
     store = ObjectStore(f"s3://{s3_bucket}/job/")
     ledger = Ledger(store)
     committer = Committer(store, ledger, "png", rank=1, attempt=2, threads=3, max_pending=2)

@@ -1,0 +1,83 @@
+"""`kubeinfer-worker` as two pods would run it (PET_* env, two launchers on one host), then a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from run_harness import PARAMS
+from strategy_harness import REPO, free_port, job_json
+
+pytestmark = pytest.mark.runtime
+
+
+def worker_env(job_file: Path, node_rank: int, port: int, tmp: Path, metrics_port: int = 0) -> dict[str, str]:
+    return {**os.environ, "KUBEINFER_JOB_FILE": str(job_file), "KUBEINFER_ATTEMPT": "1",
+            "PET_NNODES": "2", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": str(node_rank),
+            "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port),
+            "KUBEINFER_WORKER_METRICS_PORT": str(metrics_port), "KUBEINFER_PROGRESS": "off",
+            "KUBEINFER_TERMINATION_LOG": str(tmp / f"term-{node_rank}"), "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("api", "runtime"))}
+
+
+def start(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "kubeinfer_runtime.worker"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_two_node_job_then_restart_is_a_no_op(flux_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    spec = {"model": {"uri": str(flux_dir), "dtype": "float32"},
+            "task": {"type": "text-to-image", "parameters": PARAMS, "seed": 5},
+            "inputs": {"prompts": ["one", "two", "three"]}, "workers": {"nodes": 2},
+            "output": {"uri": str(out)}}
+    job = job_json(spec, tmp_path / "job.json")
+    port, metrics_port = free_port(), free_port()
+    # Node 1 starts first: it must wait for the master's port instead of failing.
+    node1 = start(worker_env(job, 1, port, tmp_path))
+    node0 = start(worker_env(job, 0, port, tmp_path, metrics_port))
+    logs = [p.communicate(timeout=400)[0] for p in (node0, node1)]
+    assert [node0.returncode, node1.returncode] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [e["index"] for e in entries] == [0, 1, 2]
+    assert {e["rank"] for e in entries} == {0, 1} and {e["attempt"] for e in entries} == {1}
+    assert "complete [####################] 3/3 items" in logs[0]
+
+    again = start(worker_env(job, 1, free_port(), tmp_path))
+    log = again.communicate(timeout=120)[0]
+    assert again.returncode == 0, log
+    assert "already complete (3 items); nothing to do" in log
+
+
+def test_metrics_endpoint_sums_the_ranks(flux_dir: Path, tmp_path: Path) -> None:
+    """One /metrics per pod, aggregating its torchrun processes (prometheus multiprocess mode)."""
+    out = tmp_path / "out"
+    spec = {"model": {"uri": str(flux_dir), "dtype": "float32"},
+            "task": {"type": "text-to-image", "parameters": PARAMS}, "inputs": {"prompts": ["a", "b", "c"]},
+            "workers": {"nodes": 1, "processesPerNode": 2}, "output": {"uri": str(out)}}
+    job = job_json(spec, tmp_path / "job.json")
+    metrics_port = free_port()
+    env = {**worker_env(job, 0, free_port(), tmp_path, metrics_port), "PET_NNODES": "1", "PET_NPROC_PER_NODE": "2",
+           "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBEINFER_PROGRESS": "off"}  # "in a pod": idles when done
+    worker = start(env)
+    try:
+        deadline = time.monotonic() + 300
+        while psutil.Process(worker.pid).children() or not (out / "_SUCCESS").exists():  # torchrun still running
+            assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()[0]
+            time.sleep(0.5)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert 'kubeinfer_items_total{result="succeeded"} 3.0' in text
+        assert "kubeinfer_upload_bytes_total" in text and "kubeinfer_item_seconds_count 3.0" in text
+        time.sleep(1)
+        assert worker.poll() is None, "a finished worker in a pod idles instead of exiting (no restart loop)"
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=60)
+    assert worker.returncode == 0, "SIGTERM while idle is a clean exit"
