@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from kubeinfer_runtime.rank import RUN_DIR_ENV
-
+#: Where ranks leave their error messages for the launcher (see rank.record_error).
+RUN_DIR_ENV = "KUBEINFER_RUN_DIR"
 #: Library progress bars and hints drown the progress line in `kubectl logs`; the user's env wins.
 QUIET = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
          "TOKENIZERS_PARALLELISM": "false"}

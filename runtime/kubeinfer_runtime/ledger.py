@@ -20,12 +20,14 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeinfer_api.jobconfig import JobConfig
 from kubeinfer_api.validation import output_format
 from kubeinfer_runtime.storage import ObjectStore
-from kubeinfer_runtime.strategies.base import Item
+
+if TYPE_CHECKING:  # the CLI reads ledgers without importing torch
+    from kubeinfer_runtime.strategies.base import Item
 
 LEDGER = "_ledger"
 ITEMS, FAILED, RUNS = f"{LEDGER}/items", f"{LEDGER}/failed", f"{LEDGER}/runs"
@@ -52,6 +54,7 @@ class Entry:
     attempt: int
     seconds: float
     prompt: str = ""
+    committed_at: float = 0.0  # unix time the entry was written (the object is already durable)
 
 
 def item_key(item_id: str, fmt: str) -> str:

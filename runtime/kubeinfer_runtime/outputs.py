@@ -101,7 +101,8 @@ class Committer:
         self.store.put(key, data)
         entry = Entry(id=result.item.id, index=result.item.index, key=key, bytes=len(data),
                       sha256=hashlib.sha256(data).hexdigest(), seed=result.item.seed, rank=self.rank,
-                      attempt=self.attempt, seconds=round(result.seconds, 4), prompt=result.item.prompt)
+                      attempt=self.attempt, seconds=round(result.seconds, 4), prompt=result.item.prompt,
+                      committed_at=round(time.time(), 3))
         self.ledger.commit(entry)
         metrics.UPLOAD_SECONDS.observe(time.perf_counter() - started)
         metrics.UPLOAD_BYTES.inc(len(data))

@@ -23,6 +23,7 @@ from kubeinfer_runtime.contactsheet import NAME as CONTACT_SHEET
 from kubeinfer_runtime.contactsheet import contact_sheet
 from kubeinfer_runtime.distributed import init_distributed, shutdown_distributed
 from kubeinfer_runtime.inputs import load_items
+from kubeinfer_runtime.launch import RUN_DIR_ENV
 from kubeinfer_runtime.ledger import MANIFEST, Ledger, fingerprint
 from kubeinfer_runtime.modelstore import check_model, fetch_model
 from kubeinfer_runtime.outputs import Committer
@@ -33,7 +34,6 @@ from kubeinfer_runtime.strategies.auto import resolve_strategy
 from kubeinfer_runtime.strategies.base import DistContext
 
 log = logging.getLogger("kubeinfer")
-RUN_DIR_ENV = "KUBEINFER_RUN_DIR"
 
 
 class ItemsFailed(RuntimeError):
@@ -109,7 +109,7 @@ def compute(job: Job, work: Work) -> None:
     log.info("rank %d: %d items committed, %d failed", dist.rank, stats.succeeded, stats.failed)
 
 
-def wait_for_ranks(job: Job, work: Work, poll_s: float = 0.5) -> None:
+def wait_for_ranks(job: Job, work: Work, poll_s: float = 0.2) -> None:
     """Rank 0: every rank's done marker (no collective, so slow ranks never hit a timeout)."""
     last_log = time.monotonic()
     while (done := job.ledger.done_ranks(work.run_id)) < job.dist.world_size:
