@@ -45,13 +45,13 @@ def for_test(manifest: Manifest, namespace: str) -> Manifest:
     return job
 
 
-def fault_job(name: str, namespace: str, prompts: int = 24, steps: int = 8, nodes: int = 2) -> Manifest:
-    """The data example made slow enough to inject a fault after the first items and before the last."""
+def fault_job(name: str, namespace: str, prompts: int = 16, steps: int = 16, nodes: int = 2) -> Manifest:
+    """The data example made slow enough (about a second an item on this CPU) to inject a fault mid-job."""
     job = load_example("data-text-to-image")
     job["metadata"]["name"] = name
     spec = job["spec"]
     spec["inputs"]["prompts"] = [f"fault test prompt {i}" for i in range(prompts)]
-    spec["task"]["parameters"] = {**spec["task"]["parameters"], "num_inference_steps": steps}
+    spec["task"]["parameters"] = {**spec["task"]["parameters"], "num_inference_steps": steps, "height": 64, "width": 64}
     spec["workers"]["nodes"] = nodes
     spec["failurePolicy"] = {"maxRestarts": 3, "stallTimeoutSeconds": 300}
     spec.pop("ttlSecondsAfterFinished", None)
