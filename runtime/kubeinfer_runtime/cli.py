@@ -66,6 +66,8 @@ def run_local(job: JobConfig) -> int:
     env.update({"KUBEINFER_JOB_FILE": str(run_dir / "job.json"), "KUBEINFER_ATTEMPT": "0"})
     env.setdefault("KUBEINFER_PROGRESS", "off")
     nproc = job.plan.processes_per_node
+    if nproc > 1:  # torchrun's own default, without its banner; results do not depend on it
+        env.setdefault("OMP_NUM_THREADS", "1")
     print(f"kubeinfer: running {job.name} with {nproc} local process(es) -> {job.spec.output.uri}", flush=True)
     code = run_ranks(torchrun_argv(nproc, standalone=True), env, run_dir)
     if code != 0:

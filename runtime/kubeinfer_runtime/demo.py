@@ -52,4 +52,5 @@ kubeinfer demo: done.
   images         {out}/items/
   manifest       {out}/manifest.jsonl   (one line per image: id, key, sha256, seed, rank, seconds)
   contact sheet  {out}/contact-sheet.png
-Run it again: every item is already committed, so it finishes at once. Next: kubeinfer run examples/...""")
+Run it again: every item is already committed, so it finishes at once.
+Your own job: copy examples/local-demo.yaml, change model.uri and the prompts, `kubeinfer run job.yaml`.""")

@@ -93,6 +93,7 @@ def compute(job: Job, work: Work) -> None:
     spec, dist = job.config.spec, job.dist
     model_dir = fetch_model(spec.model)
     check_model(model_dir, spec.model, spec.task.type)
+    quiet_progress_bars()
     name, explanation = resolve_strategy(job.config, model_dir, dist.device)
     if dist.rank == 0:
         log.info("plan: %s (%s)", name, explanation)
@@ -107,6 +108,14 @@ def compute(job: Job, work: Work) -> None:
     finally:
         stats = committer.close()
     log.info("rank %d: %d items committed, %d failed", dist.rank, stats.succeeded, stats.failed)
+
+
+def quiet_progress_bars() -> None:
+    """diffusers' loading bars ignore HF_HUB_DISABLE_PROGRESS_BARS; they would bury the progress line."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1":
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
 
 
 def wait_for_ranks(job: Job, work: Work, poll_s: float = 0.2) -> None:
