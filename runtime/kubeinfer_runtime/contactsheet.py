@@ -17,6 +17,7 @@ NAME = "contact-sheet.png"
 MAX_TILES = 256
 THUMB = 128
 LABEL = 16
+GAP = 4
 
 
 def contact_sheet(store: ObjectStore, entries: list[Entry], thumb: int = THUMB) -> bytes:
@@ -27,7 +28,8 @@ def contact_sheet(store: ObjectStore, entries: list[Entry], thumb: int = THUMB) 
     cols = max(1, min(8, math.ceil(math.sqrt(len(shown)))))
     rows = max(1, math.ceil(len(shown) / cols))
     footer = LABEL if len(entries) > len(shown) else 0
-    sheet = Image.new("RGB", (cols * thumb, rows * (thumb + LABEL) + footer), "white")
+    cell_w, cell_h = thumb + GAP, thumb + LABEL
+    sheet = Image.new("RGB", (cols * cell_w + GAP, rows * cell_h + GAP + footer), "white")
     draw = ImageDraw.Draw(sheet)
     with ThreadPoolExecutor(max_workers=8) as pool:
         blobs = list(pool.map(lambda e: store.get(e.key), shown))
@@ -36,11 +38,11 @@ def contact_sheet(store: ObjectStore, entries: list[Entry], thumb: int = THUMB) 
         small = max(image.size) < thumb  # tiny test images: enlarge with visible pixels, not blur
         resample = Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS
         image = ImageOps.contain(image, (thumb, thumb), resample)
-        x, y = (n % cols) * thumb, (n // cols) * (thumb + LABEL)
+        x, y = GAP + (n % cols) * cell_w, GAP + (n // cols) * cell_h
         sheet.paste(image, (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))
-        draw.text((x + 2, y + thumb + 2), entry.id[:24], fill="black")
+        draw.text((x, y + thumb + 2), entry.id[:24], fill="black")
     if footer:
-        draw.text((2, rows * (thumb + LABEL) + 2), f"first {len(shown)} of {len(entries)} images", fill="black")
+        draw.text((GAP, rows * cell_h + GAP), f"first {len(shown)} of {len(entries)} images", fill="black")
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()
