@@ -1,7 +1,7 @@
 """Faults in the middle of a job: each ends with every item exactly once and outputs equal to one process.
 
 "Mid-job" is made deterministic by waiting until `status.progress.succeeded >= FAULT_AT` on a job
-slow enough (16 prompts of 64x64, 16 steps) that it cannot finish first. After the fault, the items that were
+slow enough (24 prompts of 64x64, 16 steps; progress is reported every 5 s) that it cannot finish first. After the fault, the items that were
 committed before it must keep their first attempt in the manifest: the new attempt skipped them.
 """
 
@@ -62,7 +62,8 @@ def check_run(
 def started(cluster: Cluster, namespace: str, manifest: Manifest) -> tuple[str, set[str]]:
     """Launch, wait until FAULT_AT items are committed, return the job name and the pod names then."""
     name = launch(cluster, namespace, manifest)
-    cluster.wait_job(name, namespace, lambda j: succeeded(j) >= FAULT_AT, f"{FAULT_AT} items committed", TIMEOUT)
+    job = cluster.wait_job(name, namespace, lambda j: succeeded(j) >= FAULT_AT, f"{FAULT_AT} items committed", TIMEOUT)
+    assert succeeded(job) < item_count(manifest), "the job finished before the fault: give fault_job more prompts"
     return name, {p["metadata"]["name"] for p in cluster.items("pods", namespace, f"{naming.JOB_LABEL}={name}")}
 
 

@@ -45,7 +45,7 @@ def for_test(manifest: Manifest, namespace: str) -> Manifest:
     return job
 
 
-def fault_job(name: str, namespace: str, prompts: int = 16, steps: int = 16, nodes: int = 2) -> Manifest:
+def fault_job(name: str, namespace: str, prompts: int = 24, steps: int = 16, nodes: int = 2) -> Manifest:
     """The data example made slow enough (about a second an item on this CPU) to inject a fault mid-job."""
     job = load_example("data-text-to-image")
     job["metadata"]["name"] = name
