@@ -9,9 +9,11 @@
 #   hack/build-tools.sh --print-env  print KEY=PATH of every binary (builds nothing)
 #   hack/build-tools.sh --sync       rewrite the wrapper go.mod files from versions.env, then build
 #   hack/build-tools.sh etcd helm    build only the named components
+#   hack/build-tools.sh jobset       build the JobSet controller (only on request: bench/operator_scale.py)
 #
 # Components: kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl),
-# etcd, helm, minio. Environment: KUBEINFER_CACHE (default ~/.cache/kubeinfer).
+# etcd, helm, minio; on request jobset (jobset-controller). Environment: KUBEINFER_CACHE (default
+# ~/.cache/kubeinfer).
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +25,8 @@ BIN_ROOT="${CACHE}/bin"
 export GOMODCACHE="${CACHE}/go/mod" GOCACHE="${CACHE}/go/build" CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 COMPONENTS=(kubernetes etcd helm minio)
+# Built only when named: the scale benchmark needs them, `make test` and CI do not.
+ON_REQUEST=(jobset)
 KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 # Staging modules k8s.io/kubernetes requires at v0.0.0; each is replaced by its published release.
 KUBE_STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
@@ -42,6 +46,7 @@ version_of() {
     etcd) echo "${ETCD_VERSION}" ;;
     helm) echo "${HELM_VERSION}" ;;
     minio) echo "${MINIO_VERSION}" ;;
+    jobset-controller) echo "${JOBSET_VERSION}" ;;
     *) die "unknown binary $1" ;;
   esac
 }
@@ -52,7 +57,8 @@ binaries_of() {
   case "$1" in
     kubernetes) echo "${KUBE_CMDS[@]}" ;;
     etcd | helm | minio) echo "$1" ;;
-    *) die "unknown component '$1' (known: ${COMPONENTS[*]})" ;;
+    jobset) echo "jobset-controller" ;;
+    *) die "unknown component '$1' (known: ${COMPONENTS[*]} ${ON_REQUEST[*]})" ;;
   esac
 }
 
@@ -63,6 +69,7 @@ module_pins() {
     etcd) echo "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" ;;
     helm) echo "helm.sh/helm/v3@${HELM_VERSION}" ;;
     minio) echo "github.com/minio/minio@${MINIO_VERSION}" ;;
+    jobset) echo "sigs.k8s.io/jobset@${JOBSET_VERSION}" ;;
   esac
 }
 
@@ -70,6 +77,7 @@ build_targets() {
   case "$1" in
     kubernetes) printf 'k8s.io/kubernetes/cmd/%s ' "${KUBE_CMDS[@]}" ;;
     helm) echo "helm.sh/helm/v3/cmd/helm" ;;
+    jobset) echo "sigs.k8s.io/jobset" ;;
     # The wrapper's own main package: go names the binary after the module's last element.
     etcd | minio) echo "." ;;
   esac
@@ -122,8 +130,18 @@ ldflags_of() {
         flags+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${v}"
       done
       ;;
+    jobset) flags+=" -X sigs.k8s.io/jobset/pkg/version.GitVersion=${JOBSET_VERSION}" ;;
   esac
   echo "${flags}"
+}
+
+# output_of COMPONENT DIR -> go build's -o. JobSet's main package is its module root, which go
+# would name "jobset"; it is the controller manager, so name it that.
+output_of() {
+  case "$1" in
+    jobset) echo "$2/jobset-controller" ;;
+    *) echo "$2/" ;;
+  esac
 }
 
 build_component() {
@@ -137,7 +155,8 @@ build_component() {
   log "${comp}: building ${missing[*]} (cold builds take many minutes on few cores)"
   # shellcheck disable=SC2046  # build_targets is a word list on purpose
   (cd "${HACK_DIR}/gobuild/${comp}" &&
-    go build -trimpath -ldflags="$(ldflags_of "${comp}")" -o "${out}/" $(build_targets "${comp}")) ||
+    go build -trimpath -ldflags="$(ldflags_of "${comp}")" -o "$(output_of "${comp}" "${out}")" \
+      $(build_targets "${comp}")) ||
     { rm -rf "${out}"; die "${comp}: go build (see the compiler output above)"; }
   for b in $(binaries_of "${comp}"); do
     [[ -x "${out}/${b}" ]] || { rm -rf "${out}"; die "${comp}: go build produced no ${b}"; }
@@ -150,7 +169,7 @@ build_component() {
 
 print_env() {
   local comp b key
-  for comp in "${COMPONENTS[@]}"; do
+  for comp in "${COMPONENTS[@]}" "${ON_REQUEST[@]}"; do
     for b in $(binaries_of "${comp}"); do
       key="KUBEINFER_$(echo "${b}" | tr 'a-z-' 'A-Z_')"
       echo "${key}=$(bin_path "${b}")"
@@ -164,7 +183,7 @@ main() {
     case "$1" in
       --print-env) print_env; return ;;
       --sync) sync=1 ;;
-      -h | --help) sed -n '2,15p' "$0"; return ;;
+      -h | --help) sed -n '2,17p' "$0"; return ;;
       -*) die "unknown option $1" ;;
       *) binaries_of "$1" >/dev/null; selected+=("$1") ;;
     esac
