@@ -26,6 +26,7 @@ _VERSION_KEYS = {
     "etcd": "ETCD_VERSION",
     "helm": "HELM_VERSION",
     "minio": "MINIO_VERSION",
+    "jobset-controller": "JOBSET_VERSION",  # bench/operator_scale.py only: `hack/build-tools.sh jobset`
 }
 
 
