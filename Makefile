@@ -7,7 +7,7 @@ export UV_CACHE_DIR := $(CACHE)/uv
 export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
-.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds tools dev-cluster dev-cluster-down bench clean
+.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds tools dev-cluster dev-cluster-down bench clean bench-scale
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,3 +57,7 @@ bench: venv  ## runtime overhead and upload-overlap benchmarks
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
+
+bench-scale: venv  ## 1,000 jobs: kubeinfer-operator vs the JobSet controller on a local control plane
+	bash hack/build-tools.sh kubernetes etcd jobset
+	$(PY) bench/operator_scale.py $(SCALE_ARGS)
