@@ -155,9 +155,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "runtime"))
-    from kubeinfer_runtime.demo import ensure_tiny_model
+    from kubeinfer_runtime import tinymodels
 
-    model = ensure_tiny_model("flux")
+    model = tinymodels.cached("flux")
     with tempfile.TemporaryDirectory(prefix="kubeinfer-bench-") as tmp:
         s3 = start_s3(Path(tmp))
         try:

@@ -100,10 +100,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from kubeinfer_runtime.demo import demo_manifest, ensure_tiny_model, print_outputs
+    from kubeinfer_runtime import tinymodels
+    from kubeinfer_runtime.demo import demo_manifest, print_outputs
 
     print("kubeinfer demo: building the tiny Flux model (cached after the first run)...", flush=True)
-    manifest = demo_manifest(ensure_tiny_model("flux"))
+    manifest = demo_manifest(tinymodels.cached("flux"))
     job = local_job(manifest, args.nproc, args.output)
     code = run_local(job)
     if code == 0:

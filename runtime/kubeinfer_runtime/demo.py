@@ -6,9 +6,6 @@ cached tiny model.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +14,6 @@ import yaml
 from kubeinfer_api.jobconfig import JobConfig
 
 DEMO_MANIFEST = Path(__file__).with_name("local-demo.yaml")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("KUBEINFER_CACHE") or Path.home() / ".cache" / "kubeinfer")
-
-
-def ensure_tiny_model(kind: str) -> Path:
-    """Build once per tinymodels.VERSION; an atomic rename keeps concurrent builders safe."""
-    from kubeinfer_runtime import tinymodels
-
-    target = cache_dir() / "tiny-models" / f"v{tinymodels.VERSION}" / kind
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
-        tinymodels.build(kind, tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def demo_manifest(model_dir: Path) -> dict[str, Any]:

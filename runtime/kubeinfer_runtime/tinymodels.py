@@ -8,6 +8,9 @@ version string always yields the same weights. Usage:
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,7 +144,37 @@ def build(kind: str, out: str | Path, seed: int = 0) -> Path:
         raise ValueError(f"unknown tiny model {kind!r}; choose one of {sorted(BUILDERS)}")
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
+    _quiet_libraries()
     return BUILDERS[kind](path, seed)
+
+
+def _quiet_libraries() -> None:
+    """Import hints and save bars of transformers/diffusers say nothing to someone building a test model."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for logging in (transformers_logging, diffusers_logging):
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+
+
+def cache_dir() -> Path:
+    """Where heavy, rebuildable things live: $KUBEINFER_CACHE or ~/.cache/kubeinfer."""
+    return Path(os.environ.get("KUBEINFER_CACHE") or Path.home() / ".cache" / "kubeinfer")
+
+
+def cached(kind: str) -> Path:
+    """Tiny model `kind`, built once per VERSION; an atomic rename keeps concurrent builders safe."""
+    target = cache_dir() / "tiny-models" / f"v{VERSION}" / kind
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
+        build(kind, tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def main(argv: list[str] | None = None) -> None:

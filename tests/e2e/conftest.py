@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
+from e2e.support.cluster import wait_for
 from e2e.support.fixtures import *  # noqa: F403  (cluster, nodes, crd, operator, job_namespace, tiny_models)
 from localcluster.binaries import binary, log_tail
 from localcluster.controlplane import ControlPlane
@@ -75,18 +75,6 @@ def namespace(request: pytest.FixtureRequest, api_client: Any) -> Iterator[str]:
     except ApiException as error:
         if error.status != 404:
             raise
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy and return it; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def _has_default_serviceaccount(core: client.CoreV1Api, namespace: str) -> bool:

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from strategy_harness import Launcher, launch, tiny_model
+from strategy_harness import Launcher, launch
+
+from kubeinfer_runtime.tinymodels import cached as tiny_model
 
 
 @pytest.fixture(scope="session")

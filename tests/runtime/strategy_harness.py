@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,27 +15,11 @@ from typing import Any
 
 from kubeinfer_api.jobconfig import make_job_config
 from kubeinfer_api.validation import parse_spec
-from kubeinfer_runtime import tinymodels
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("strategy_worker.py")
-CACHE = Path(os.environ.get("KUBEINFER_CACHE", Path.home() / ".cache" / "kubeinfer")) / "tiny-models"
 PROMPTS = ["a red fox", "a blue whale", "the old lighthouse", "a bowl of ramen", "neon city at night",
            "a paper boat", "snow on pine trees"]
-
-
-def tiny_model(kind: str) -> Path:
-    """Build once per version into the cache; an atomic rename keeps concurrent sessions safe."""
-    target = CACHE / f"v{tinymodels.VERSION}" / kind
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
-        tinymodels.build(kind, tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another session won the race
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def make_items(count: int, seed: int = 7, start: int = 0) -> list[dict[str, Any]]:
