@@ -32,9 +32,10 @@ def judge(spec: DistributedInferenceSpec, report: Progress | None) -> Outcome | 
     wanted = spec.success_policy.min_succeeded_ratio
     if ratio >= wanted:
         return Outcome(True, Reason.ITEMS_COMPLETE, f"{ok} of {total} items succeeded ({report.failed} failed)")
+    first = f"; {report.message}" if report.message else ""
     return Outcome(False, Reason.TOO_MANY_FAILED_ITEMS, (
-        f"{ok} of {total} items succeeded ({ratio:.3f} < successPolicy.minSucceededRatio {wanted}); "
-        "failed items are listed in the output manifest"))
+        f"{ok} of {total} items succeeded ({ratio:.3f} < successPolicy.minSucceededRatio {wanted}){first}. "
+        "Failed item ids are in _FAILED under the output; re-create the job to retry only them"))
 
 
 def apply(status: DistributedInferenceStatus, outcome: Outcome, now: datetime, generation: int | None) -> None:

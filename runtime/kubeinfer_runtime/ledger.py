@@ -7,7 +7,8 @@ Layout under the output prefix (everything bookkeeping starts with `_`):
     _ledger/items/<id>.json       one entry per committed item, written AFTER its object
     _ledger/failed/<id>.json      the last failure of an item not yet committed (retried next attempt)
     _ledger/runs/<run>/<rank>     a rank's "I am done" marker for one run
-    manifest.jsonl, _SUCCESS      written by rank 0 at the end
+    manifest.jsonl, _SUCCESS      written by rank 0 at the end of a job that met its successPolicy
+    _FAILED                       instead of _SUCCESS when too many items failed (ids and first error)
 
 One small object per entry (no appends, which S3 lacks) makes a commit atomic and listing the
 folder the whole truth: a crash between an object and its entry leaves the item uncommitted, and
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # the CLI reads ledgers without importing torch
 LEDGER = "_ledger"
 ITEMS, FAILED, RUNS = f"{LEDGER}/items", f"{LEDGER}/failed", f"{LEDGER}/runs"
 JOB_RECORD = f"{LEDGER}/job.json"
-MANIFEST, SUCCESS = "manifest.jsonl", "_SUCCESS"
+MANIFEST, SUCCESS, UNSUCCESSFUL = "manifest.jsonl", "_SUCCESS", "_FAILED"
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "jsonl": "jsonl"}
 
 
@@ -141,8 +142,18 @@ class Ledger:
     def write_success(self, summary: dict[str, Any]) -> None:
         self.store.put(SUCCESS, json.dumps(summary, indent=1, sort_keys=True).encode())
 
+    def write_unsuccessful(self, summary: dict[str, Any]) -> None:
+        self.store.put(UNSUCCESSFUL, json.dumps(summary, indent=1, sort_keys=True).encode())
+
     def success(self) -> dict[str, Any] | None:
         """The `_SUCCESS` summary, or None while the job is not complete."""
-        if not self.store.exists(SUCCESS):
+        return self._summary(SUCCESS)
+
+    def unsuccessful(self) -> dict[str, Any] | None:
+        """The `_FAILED` summary of a run that ended with too many failed items, or None."""
+        return self._summary(UNSUCCESSFUL)
+
+    def _summary(self, key: str) -> dict[str, Any] | None:
+        if not self.store.exists(key):
             return None
-        return dict(json.loads(self.store.get(SUCCESS)))
+        return dict(json.loads(self.store.get(key)))

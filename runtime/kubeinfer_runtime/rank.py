@@ -129,35 +129,38 @@ def wait_for_ranks(job: Job, work: Work, poll_s: float = 0.2) -> None:
 
 
 def finalize(job: Job, work: Work) -> None:
-    """Rank 0: decide with successPolicy, then manifest, contact sheet and finally _SUCCESS."""
+    """Rank 0: decide with successPolicy, then manifest, contact sheet and finally _SUCCESS (or _FAILED)."""
     job.reporter.set(phase="finalizing")
     wait_for_ranks(job, work)
     entries = job.ledger.entries()
     committed = {e.id for e in entries}
     failed = sorted(job.ledger.failed())
     missing = sorted({i.id for i in work.pending} - committed - set(failed))
+    if missing:  # no outcome marker: a restart computes them
+        raise RuntimeError(f"{len(missing)} items got no result from any rank (first: {missing[0]}); this is a bug")
     job.ledger.write_manifest(entries)
     output = OutputStatus(uri=job.store.url(), manifest=job.store.url(MANIFEST), objects=len(entries),
                           bytes=sum(e.bytes for e in entries))
     job.reporter.set(output=output)
-    ratio = len(entries) / work.total if work.total else 1.0
-    needed = job.config.spec.success_policy.min_succeeded_ratio
-    if missing or ratio < needed:
-        raise ItemsFailed(failure_message(job, len(entries), work.total, failed, missing, needed))
     spec = job.config.spec
+    summary = {"fingerprint": work.fingerprint, "job": job.config.name, "uid": job.config.uid, "total": work.total,
+               "succeeded": len(entries), "failed": failed[:1000], "attempt": job.attempt,
+               "objects": output.objects, "bytes": output.bytes}
+    needed = spec.success_policy.min_succeeded_ratio
+    if work.total and len(entries) / work.total < needed:
+        message = failure_message(job, len(entries), work.total, failed, needed)
+        # The job has an outcome: the workers idle and the operator fails it (TooManyFailedItems).
+        job.ledger.write_unsuccessful({**summary, "error": message})
+        job.reporter.close("complete", message=message, output=output)
+        raise ItemsFailed(message)
     if spec.task.type == "text-to-image" and spec.output.contact_sheet and entries:
         job.store.put(CONTACT_SHEET, contact_sheet(job.store, entries))
-    job.ledger.write_success({"fingerprint": work.fingerprint, "job": job.config.name, "total": work.total,
-                              "succeeded": len(entries), "failed": failed[:1000], "attempt": job.attempt,
-                              "objects": output.objects, "bytes": output.bytes})
+    job.ledger.write_success(summary)
     job.reporter.close("complete", output=output)
     log.info("complete: %d of %d items in %s", len(entries), work.total, job.store.url())
 
 
-def failure_message(job: Job, succeeded: int, total: int, failed: list[str], missing: list[str],
-                    needed: float) -> str:
-    if missing:
-        return f"{len(missing)} items got no result from any rank (first: {missing[0]}); this is a bug"
+def failure_message(job: Job, succeeded: int, total: int, failed: list[str], needed: float) -> str:
     first = job.ledger.failure(failed[0]) if failed else {}
     return (f"{len(failed)} of {total} items failed, {succeeded} succeeded; successPolicy.minSucceededRatio "
             f"is {needed}. First failure: item {first.get('id')}: {first.get('error')}")
@@ -186,6 +189,8 @@ def run(config: JobConfig, attempt: int) -> None:
         ledger.mark_done(work.run_id, dist.rank)
         if dist.rank == 0:
             finalize(job, work)
+    except ItemsFailed:
+        raise  # already reported as the job's outcome
     except BaseException as err:
         reporter.close("failed", message=f"{type(err).__name__}: {err}")
         raise

@@ -1,9 +1,10 @@
 """`kubeinfer-worker`: the container entrypoint of a worker pod.
 
 A StatefulSet restarts a container that exits, even with 0, so completion is checked first: if this
-job's `_SUCCESS` is already in the output, the worker reports `complete` and idles without touching
-the model. Otherwise it waits for the master (bounded), serves /metrics, and runs torchrun; any local
-failure exits non-zero with the first rank's error in /dev/termination-log.
+job's `_SUCCESS` (or this very job's `_FAILED`: too many failed items) is already in the output, the
+worker reports `complete` and idles without touching the model. Otherwise it waits for the master
+(bounded), serves /metrics, and runs torchrun; any local failure exits non-zero with the first
+rank's error in /dev/termination-log.
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ log = logging.getLogger("kubeinfer.worker")
 
 
 def completed(job: JobConfig) -> dict[str, object] | None:
-    """The `_SUCCESS` summary when it belongs to this job's model, task and inputs."""
-    store = ObjectStore(job.spec.output.uri, endpoint_url=job.spec.output.endpoint_url)
-    summary = Ledger(store).success()
+    """The outcome summary when it belongs to this job's model, task and inputs.
+
+    `_SUCCESS` counts for any job with the same fingerprint; `_FAILED` only for the job that wrote it,
+    so re-creating the job retries the failed items.
+    """
+    ledger = Ledger(ObjectStore(job.spec.output.uri, endpoint_url=job.spec.output.endpoint_url))
+    summary = ledger.success()
     if summary is None:
-        return None
+        summary = ledger.unsuccessful()
+        if summary is None or summary.get("uid") != job.uid:
+            return None
     if summary.get("fingerprint") != fingerprint(job, load_items(job.spec))["fingerprint"]:
         return None  # another job's outputs: the ranks refuse them with a clear error
     return summary
@@ -50,7 +57,8 @@ def report_complete(job: JobConfig, summary: dict[str, object], attempt: int) ->
     output = OutputStatus(uri=store.url(), manifest=store.url(MANIFEST), objects=objects,
                           bytes=int(str(summary.get("bytes", 0))))
     sink.publish(Progress(attempt=attempt, phase="complete", total=total, succeeded=objects,
-                          failed=total - objects, plan=job.plan, output=output))
+                          failed=total - objects, plan=job.plan, output=output,
+                          message=str(summary.get("error", ""))[-2000:]))
 
 
 def idle() -> None:
@@ -74,7 +82,8 @@ def run_worker() -> int:
     addr, port, node_rank = master()
     summary = completed(job)
     if summary is not None:
-        log.info("job %s is already complete (%s items); nothing to do", job.name, summary.get("objects"))
+        log.info("job %s is already complete (%s of %s items); nothing to do", job.name, summary.get("objects"),
+                 summary.get("total"))
         if node_rank == 0:
             report_complete(job, summary, attempt)
         return 0

@@ -27,10 +27,10 @@ def make_items(count: int, seed: int = 7, start: int = 0) -> list[dict[str, Any]
             for i in range(start, start + count)]
 
 
-def job_json(spec: dict[str, Any], path: Path) -> Path:
+def job_json(spec: dict[str, Any], path: Path, uid: str = "") -> Path:
     """A job.json as the operator would write it, from a (partial) spec dict."""
     full = {"inputs": {"prompts": ["x"]}, "output": {"uri": "/tmp/unused"}, **spec}
-    path.write_text(make_job_config("t", parse_spec(full)).to_json())
+    path.write_text(make_job_config("t", parse_spec(full), uid=uid).to_json())
     return path
 
 

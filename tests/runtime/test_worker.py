@@ -53,7 +53,36 @@ def test_two_node_job_then_restart_is_a_no_op(flux_dir: Path, tmp_path: Path) ->
     again = start(worker_env(job, 1, free_port(), tmp_path))
     log = again.communicate(timeout=120)[0]
     assert again.returncode == 0, log
-    assert "already complete (3 items); nothing to do" in log
+    assert "already complete (3 of 3 items); nothing to do" in log
+
+
+def test_too_many_failed_items_is_an_outcome_for_this_job_only(flux_dir: Path, tmp_path: Path) -> None:
+    """_FAILED ends this job (a restarted worker idles); a re-created job (new uid) retries the failed items."""
+    out, prompts = tmp_path / "out", tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "ok", "prompt": "a"}\n{"id": "bad", "prompt": "b", "no_such_argument": 1}\n')
+    spec = {"model": {"uri": str(flux_dir), "dtype": "float32"},
+            "task": {"type": "text-to-image", "parameters": PARAMS}, "inputs": {"uri": str(prompts)},
+            "output": {"uri": str(out)}}
+    env = {**worker_env(job_json(spec, tmp_path / "job.json", uid="uid-1"), 0, free_port(), tmp_path),
+           "PET_NNODES": "1"}
+    first = start(env)
+    log = first.communicate(timeout=400)[0]
+    assert first.returncode != 0, log
+    assert "1 of 2 items failed, 1 succeeded" in (tmp_path / "term-0").read_text()
+    assert not (out / "_SUCCESS").exists()
+    outcome = json.loads((out / "_FAILED").read_text())
+    assert (outcome["uid"], outcome["failed"], outcome["succeeded"]) == ("uid-1", ["bad"], 1)
+
+    restarted = start({**env, "PET_MASTER_PORT": str(free_port())})
+    log = restarted.communicate(timeout=120)[0]
+    assert restarted.returncode == 0, log
+    assert "already complete (1 of 2 items); nothing to do" in log
+
+    recreated = start({**env, "KUBEINFER_JOB_FILE": str(job_json(spec, tmp_path / "job2.json", uid="uid-2")),
+                       "PET_MASTER_PORT": str(free_port())})
+    log = recreated.communicate(timeout=400)[0]
+    assert recreated.returncode != 0, log
+    assert "2 items, 1 already committed, 1 to do" in log, "only the failed item is retried"
 
 
 def test_metrics_endpoint_sums_the_ranks(flux_dir: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kubeinfer_operator.permissions import CLUSTER_RULES, NAMESPACED_RULES
 from localcluster.binaries import binary, read_versions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,26 +23,6 @@ RELEASE, NAMESPACE = "ki", "kubeinfer-system"
 CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding"}
 RBAC_KINDS = CLUSTER_KINDS | {"Role", "RoleBinding"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
-
-#: (apiGroup, resource, verbs) the operator needs in every namespace it manages (see the design).
-NAMESPACED_NEEDS = [
-    ("kubeinfer.io", "distributedinferences", {"get", "list", "watch", "patch", "update"}),
-    ("kubeinfer.io", "distributedinferences/status", {"patch"}),
-    ("", "configmaps", {"get", "list", "watch", "create", "patch", "delete"}),
-    ("", "services", {"get", "list", "watch", "create", "patch", "delete"}),
-    ("", "serviceaccounts", {"get", "list", "watch", "create", "patch", "delete"}),
-    ("apps", "statefulsets", {"get", "list", "watch", "create", "patch", "delete"}),
-    ("", "pods", {"get", "list", "watch", "delete"}),
-    ("rbac.authorization.k8s.io", "roles", {"get", "create", "patch", "delete"}),
-    ("rbac.authorization.k8s.io", "rolebindings", {"get", "create", "patch", "delete"}),
-    ("", "events", {"create", "patch"}),
-    ("events.k8s.io", "events", {"create", "patch"}),
-]
-CLUSTER_NEEDS = [
-    ("apiextensions.k8s.io", "customresourcedefinitions", {"get", "list", "watch"}),
-    ("", "nodes", {"get", "list", "watch"}),
-]
-
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the pinned helm; the caller checks the return code."""
@@ -78,12 +59,10 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in operator_container(docs)["env"]}
 
 
-def allows(rules: list[dict[str, Any]], group: str, resource: str, verbs: set[str]) -> bool:
-    granted: set[str] = set()
-    for rule in rules:
-        if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
-            granted |= set(rule["verbs"])
-    return verbs <= granted
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """Every (apiGroup, resource, verb) the rules grant, so rule lists compare however they are grouped."""
+    return {(g, r, v) for rule in rules for g in rule.get("apiGroups", []) for r in rule.get("resources", [])
+            for v in rule["verbs"]}
 
 
 def test_lint_strict_passes() -> None:
@@ -143,11 +122,11 @@ def test_metrics_service_selects_the_operator_port() -> None:
     assert named[port["targetPort"]] == 9300
 
 
-def test_cluster_wide_rbac_grants_what_the_operator_needs() -> None:
+def test_cluster_wide_rbac_grants_exactly_what_the_operator_declares() -> None:
     docs = render()
     role, binding = only(docs, "ClusterRole"), only(docs, "ClusterRoleBinding")
-    for group, resource, verbs in NAMESPACED_NEEDS + CLUSTER_NEEDS:
-        assert allows(role["rules"], group, resource, verbs), (group, resource, verbs)
+    # Exactly what the operator declares: a missing verb breaks a feature, an extra one is privilege.
+    assert grants(role["rules"]) == grants(NAMESPACED_RULES + CLUSTER_RULES)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
     sa = only(docs, "ServiceAccount")["metadata"]
@@ -163,13 +142,11 @@ def test_namespaced_mode_has_roles_per_namespace_and_no_cluster_write() -> None:
     assert set(roles) == set(bindings) == {"team-a", "team-b"}
     sa_name = only(docs, "ServiceAccount")["metadata"]["name"]
     for namespace, role in roles.items():
-        for group, resource, verbs in NAMESPACED_NEEDS:
-            assert allows(role["rules"], group, resource, verbs), (namespace, resource, verbs)
+        assert grants(role["rules"]) == grants(NAMESPACED_RULES), namespace
         assert bindings[namespace]["roleRef"]["name"] == role["metadata"]["name"]
         assert bindings[namespace]["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}]
     cluster_role = only(docs, "ClusterRole")
-    for group, resource, verbs in CLUSTER_NEEDS:
-        assert allows(cluster_role["rules"], group, resource, verbs)
+    assert grants(cluster_role["rules"]) == grants(CLUSTER_RULES)
     for rule in cluster_role["rules"]:
         assert not set(rule["verbs"]) & WRITE_VERBS, f"cluster-wide write in namespaced mode: {rule}"
         assert not {"distributedinferences", "pods", "configmaps", "secrets"} & set(rule["resources"]), rule

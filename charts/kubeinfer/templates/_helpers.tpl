@@ -56,49 +56,61 @@ app.kubernetes.io/component: operator
 
 {{/*
 RBAC rules for the namespaced objects the operator manages. The same list goes into the ClusterRole
-(cluster-wide mode) or into one Role per watched namespace (namespaced mode). Explicit verbs only.
+(cluster-wide mode) or into one Role per watched namespace (namespaced mode). Explicit verbs only,
+exactly kubeinfer_operator/permissions.py (a unit test keeps the two equal; the e2e suite runs the
+operator under these rules).
 */}}
 {{- define "kubeinfer.namespacedRules" -}}
-# The jobs: kopf watches them and patches finalizers, progress annotations and status.
+# The jobs: kopf watches them and patches finalizers and annotations; ttlSecondsAfterFinished deletes them.
 - apiGroups: [kubeinfer.io]
   resources: [distributedinferences]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch, delete]
 - apiGroups: [kubeinfer.io]
   resources: [distributedinferences/status]
-  verbs: [get, patch, update]
-# Children of a job: job + progress ConfigMaps, headless Service, worker ServiceAccount.
+  verbs: [get, patch]
+# Owner references with blockOwnerDeletion need this where OwnerReferencesPermissionEnforcement is on.
+- apiGroups: [kubeinfer.io]
+  resources: [distributedinferences/finalizers]
+  verbs: [update]
+# Job + progress ConfigMaps; the progress ones are watched to wake the job's loop.
 - apiGroups: [""]
-  resources: [configmaps, services, serviceaccounts]
-  verbs: [get, list, watch, create, patch, delete]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch]
+# Children of a job: headless Service, worker ServiceAccount, StatefulSet.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch, delete]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, create, patch]
 - apiGroups: [apps]
   resources: [statefulsets]
-  verbs: [get, list, watch, create, patch, delete]
-# Gang restart deletes the workers' pods; failures are read from their status.
+  verbs: [get, create, patch, delete]
+# Worker pods are watched and read for failures; a gang restart deletes them.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, delete]
+  verbs: [list, watch, delete]
 # The worker Role may get/patch the job's progress ConfigMap; RBAC lets the operator grant that
 # only because it holds configmaps get/patch itself (above).
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}
 
 {{/* Cluster-scoped, read-only: needed in both modes. */}}
 {{- define "kubeinfer.clusterRules" -}}
-# kopf discovers the CRD; the operator spots workers stuck on NotReady nodes.
+# kopf discovers the CRD and notices it (re)appearing.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
+# Workers on a NotReady (or vanished) node are restarted elsewhere.
 - apiGroups: [""]
   resources: [nodes]
-  verbs: [get, list, watch]
+  verbs: [get]
+# kopf watches namespaces when it serves namespace patterns.
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
