@@ -77,6 +77,11 @@ def resolve_auto(spec: DistributedInferenceSpec, model_bytes: int,
         return "data", f"weights {model_bytes / gib:.2f} GiB fit on {where}: every process is a replica"
     per_node = max(spec.workers.gpus_per_node, 1) * device_memory_bytes
     if spec.task.type == "text-to-image" and need <= per_node:
+        if processes_per_node(spec) != 1:  # the pods are already launched with one process per GPU
+            raise ValueError(
+                f"model needs ~{need / gib:.1f} GiB, more than one device ({device_memory_bytes / gib:.1f} GiB), "
+                f"but fits on a node's {spec.workers.gpus_per_node} devices: set workers.processesPerNode: 1 "
+                "(or strategy.type: deviceMap) so that one process per pod spreads the model over its GPUs")
         return "deviceMap", (f"weights {model_bytes / gib:.2f} GiB exceed one device but fit on a node's "
                              f"{spec.workers.gpus_per_node} devices: one replica per pod")
     if spec.task.type == "text-generation" and world_size(spec) >= 2:

@@ -15,6 +15,8 @@ from pydantic.config import JsonDict
 
 Quantity = int | str
 URI_PATTERN = r"^(s3|gs|az|abfs|hf|file)://.+$|^/.+$"
+#: Inputs and outputs live in object storage or on a volume; hf:// serves models only.
+STORE_URI_PATTERN = r"^(s3|gs|az|abfs|file)://.+$|^/.+$"
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -57,7 +59,7 @@ class InputsSpec(SpecModel):
     ]})
     prompts: list[str] | None = Field(None, max_length=1000, description=(
         "Inline prompts (up to 1000; use inputs.uri for more)."))
-    uri: str | None = Field(None, max_length=2048, pattern=URI_PATTERN, description=(
+    uri: str | None = Field(None, max_length=2048, pattern=STORE_URI_PATTERN, description=(
         'JSONL, one item per line: {"id": ..., "prompt": ..., optional per-item parameters and seed}.'))
 
 
@@ -131,7 +133,8 @@ class RendezvousSpec(SpecModel):
 
 
 class OutputSpec(SpecModel):
-    uri: str = Field(max_length=2048, pattern=URI_PATTERN, description="Prefix for outputs: s3://bucket/run/.")
+    uri: str = Field(max_length=2048, pattern=STORE_URI_PATTERN, description=(
+        "Prefix for outputs: s3://, gs://, az://, file:///path or /path (a volume every pod mounts)."))
     format: Literal["png", "jpeg", "webp", "jsonl"] | None = Field(None, description=(
         "Default png for text-to-image, jsonl for text-generation."))
     credentials_secret: str | None = Field(None, max_length=253, description=(

@@ -13,7 +13,13 @@ from pydantic import ValidationError
 from kubeinfer_api import API_VERSION, KIND
 from kubeinfer_api.naming import MAX_JOB_NAME
 from kubeinfer_api.plan import processes_per_node, world_size
-from kubeinfer_api.spec import DistributedInferenceSpec
+from kubeinfer_api.spec import STORE_URI_PATTERN, URI_PATTERN, DistributedInferenceSpec
+
+#: What to write instead, for the URI patterns (pydantic would only quote the regex).
+PATTERN_HINTS = {
+    URI_PATTERN: "use s3://, gs://, az://, hf://org/name, file:///path or an absolute path",
+    STORE_URI_PATTERN: "use s3://, gs://, az://, file:///path or an absolute path (hf:// serves models only)",
+}
 
 
 class SpecError(ValueError):
@@ -28,12 +34,17 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
+def _message(error: Any) -> str:
+    hint = PATTERN_HINTS.get((error.get("ctx") or {}).get("pattern", ""))
+    return f"{hint} (got {error['input']!r})" if hint else str(error["msg"])
+
+
 def parse_spec(raw: dict[str, Any]) -> DistributedInferenceSpec:
     """Parse and check a spec; raise SpecError naming each bad field."""
     try:
         spec = DistributedInferenceSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError([f"{_field(e['loc'])}: {e['msg']}" for e in err.errors()]) from None
+        raise SpecError([f"{_field(e['loc'])}: {_message(e)}" for e in err.errors()]) from None
     problems = cross_field_problems(spec)
     if problems:
         raise SpecError(problems)

@@ -38,8 +38,13 @@ def test_auto_prefers_data_parallel_when_the_model_fits() -> None:
 
 
 def test_auto_spreads_a_big_diffusion_model_over_a_node() -> None:
-    name, why = resolve_auto(spec(workers={"nodes": 1, "gpusPerNode": 4}), 100 * GIB, 80 * GIB)
+    name, why = resolve_auto(spec(workers={"nodes": 1, "gpusPerNode": 4, "processesPerNode": 1}), 100 * GIB, 80 * GIB)
     assert name == "deviceMap" and "exceed one device" in why
+
+
+def test_auto_will_not_spread_a_model_from_every_process_of_a_pod() -> None:
+    with pytest.raises(ValueError, match=r"set workers\.processesPerNode: 1"):
+        resolve_auto(spec(workers={"nodes": 1, "gpusPerNode": 4}), 100 * GIB, 80 * GIB)
 
 
 def test_auto_pipelines_a_big_language_model() -> None:

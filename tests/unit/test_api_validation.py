@@ -35,6 +35,8 @@ def test_minimal_spec_gets_defaults() -> None:
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({"workers__nodes": 0}, "spec.workers.nodes"),
     ({"model__uri": "ftp://x"}, "spec.model.uri"),
+    ({"output__uri": "hf://org/outputs"}, "spec.output.uri"),
+    ({"inputs": {"uri": "hf://org/prompts.jsonl"}}, "spec.inputs.uri"),
     ({"model__dtype": "int4"}, "spec.model.dtype"),
     ({"strategy__type": "tensor"}, "spec.strategy.type"),
     ({"workers__gpuPerNode": 1}, "spec.workers.gpuPerNode"),

@@ -122,7 +122,7 @@ BAD: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("too-many-gpus", "data-text-to-image", {"spec.workers.gpusPerNode": 17},
      "spec.workers.gpusPerNode: Input should be less than or equal to 16", "schema:spec.workers.gpusPerNode"),
     ("bad-model-scheme", "data-text-to-image", {"spec.model.uri": "ftp://models/x"},
-     "spec.model.uri: String should match pattern", "schema:spec.model.uri"),
+     "spec.model.uri: use s3://, gs://, az://, hf://org/name", "schema:spec.model.uri"),
     ("bad-dtype", "data-text-to-image", {"spec.model.dtype": "int8"},
      "spec.model.dtype: Input should be 'float32', 'float16' or 'bfloat16'", "schema:spec.model.dtype"),
     ("ratio-above-one", "data-text-to-image", {"spec.successPolicy": {"minSucceededRatio": 1.5}},
