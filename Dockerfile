@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # Two images from one file:
 #   docker build --target operator -t kubeinfer-operator .   kopf + kubernetes + pydantic, no torch
-#   docker build --target runtime  -t kubeinfer-runtime  .   torch + diffusers + accelerate (CUDA), no kopf
+#   docker build --target runtime  -t kubeinfer-runtime  .   torch + diffusers + accelerate (CUDA) and the
+#                                                            s3/gs/az stores, no kopf
 # Each image is built in a throw-away stage into /opt/venv and only that venv is copied into a
 # clean base, so no compiler, pip cache or source tree reaches the final images.
 
@@ -44,7 +45,7 @@ COPY api ./api
 COPY operator ./operator
 COPY runtime ./runtime
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" ".[runtime]" \
+ && /opt/venv/bin/pip install --extra-index-url "${TORCH_INDEX_URL}" ".[runtime,gcs,azure]" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 FROM ${CUDA_IMAGE} AS runtime

@@ -104,6 +104,10 @@ class ResourceRequirements(SpecModel):
     requests: dict[str, Quantity] = Field(default_factory=dict)
 
 
+class LocalObjectReference(SpecModel):
+    name: str = Field(min_length=1, max_length=253)
+
+
 class WorkersSpec(SpecModel):
     nodes: int = Field(1, ge=1, le=1024, description="Worker pods.")
     gpus_per_node: int = Field(0, ge=0, le=16, description="nvidia.com/gpu per pod; 0 runs on CPU (gloo).")
@@ -111,6 +115,8 @@ class WorkersSpec(SpecModel):
         "torchrun processes per pod; default gpusPerNode (1 on CPU and for deviceMap)."))
     image: str | None = Field(None, max_length=512, description="Default: the operator's workerImage.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16, description=(
+        "Secrets (kubernetes.io/dockerconfigjson) for pulling workers.image from a private registry."))
     resources: ResourceRequirements | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)

@@ -7,6 +7,7 @@ are relative to the store's root (the job's `output.uri` or a model prefix).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -62,6 +63,18 @@ def s3_options(env_prefix: str = "", endpoint_url: str | None = None) -> dict[st
     return options
 
 
+def gcs_options(env_prefix: str = "") -> dict[str, Any]:
+    """gcsfs arguments: a service-account key from the Secret, else Google's default credentials."""
+    key = _env("GOOGLE_APPLICATION_CREDENTIALS_JSON", env_prefix)
+    if not key:
+        return {}
+    try:
+        return {"token": json.loads(key)}
+    except ValueError:
+        raise ValueError("GOOGLE_APPLICATION_CREDENTIALS_JSON (from the credentials Secret) is not JSON: "
+                         "store the service-account key file itself") from None
+
+
 def filesystem(uri: str, field: str, env_prefix: str = "", endpoint_url: str | None = None) -> tuple[Any, str]:
     """(fsspec filesystem, root path) for a URI; unknown schemes are an error naming `field`."""
     import fsspec
@@ -75,7 +88,8 @@ def filesystem(uri: str, field: str, env_prefix: str = "", endpoint_url: str | N
             fs.retries = 1  # s3fs's own retry loop would multiply ours
             return fs, f"{parts.netloc}{parts.path}".rstrip("/")
         case "gs" | "gcs":
-            return _optional("gcs", field, "kubeinfer[gcs]", uri), f"{parts.netloc}{parts.path}".rstrip("/")
+            fs = _optional("gcs", field, "kubeinfer[gcs]", uri, **gcs_options(env_prefix))
+            return fs, f"{parts.netloc}{parts.path}".rstrip("/")
         case "az" | "abfs":
             conn = _env("AZURE_STORAGE_CONNECTION_STRING", env_prefix)
             fs = _optional("abfs", field, "kubeinfer[azure]", uri, connection_string=conn)

@@ -13,7 +13,7 @@ from strategy_harness import free_port
 
 from kubeinfer_runtime.ledger import Ledger
 from kubeinfer_runtime.outputs import Committer, encode
-from kubeinfer_runtime.storage import ObjectStore, RetryPolicy, StorageError
+from kubeinfer_runtime.storage import ObjectStore, RetryPolicy, StorageError, gcs_options
 from kubeinfer_runtime.strategies.base import Item, Result
 
 pytest_plugins = ["s3_fixtures"]
@@ -90,3 +90,16 @@ def test_committer_raises_when_the_store_is_gone(tmp_path: Path, monkeypatch: py
     committer.submit(results(1)[0])
     with pytest.raises(StorageError, match=r"cannot write items/00000\.png"):
         committer.close()
+
+
+def test_gcs_key_comes_from_the_secret_and_the_model_store_may_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GCS server here: only what gcsfs is given is checked (the operator injects these keys)."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS_JSON", json.dumps({"client_email": "out@p.iam"}))
+    monkeypatch.setenv("KUBEINFER_MODEL_GOOGLE_APPLICATION_CREDENTIALS_JSON", json.dumps({"client_email": "m@p.iam"}))
+    assert gcs_options()["token"]["client_email"] == "out@p.iam"
+    assert gcs_options("KUBEINFER_MODEL_")["token"]["client_email"] == "m@p.iam"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS_JSON", "/var/run/key.json")
+    with pytest.raises(ValueError, match="is not JSON: store the service-account key file itself"):
+        gcs_options()
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS_JSON")
+    assert gcs_options() == {}, "without a key gcsfs falls back to Google's default credentials"

@@ -284,7 +284,9 @@ def pyproject() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("target", "extra", "script"), [
-    ("operator", "operator", "kubeinfer-operator"), ("runtime", "runtime", "kubeinfer-worker")])
+    ("operator", "operator", "kubeinfer-operator"),
+    # Every URI scheme the CRD accepts must work in the default worker image.
+    ("runtime", "runtime,gcs,azure", "kubeinfer-worker")])
 def test_dockerfile_target_installs_its_extra_and_runs_as_non_root(target: str, extra: str, script: str) -> None:
     stages = dockerfile_stages()
     final = stages[target]

@@ -156,6 +156,7 @@ def test_container_basics() -> None:
      "affinity"),
     ("workers.priorityClassName", "batch-high", "priorityClassName"),
     ("workers.schedulerName", "volcano", "schedulerName"),
+    ("workers.imagePullSecrets", [{"name": "registry"}], "imagePullSecrets"),
 ])
 def test_pod_passthrough(path: str, value: Any, key: str) -> None:
     assert pod_spec(JobBuilder().set(path, value))[key] == value
@@ -163,7 +164,8 @@ def test_pod_passthrough(path: str, value: Any, key: str) -> None:
 
 def test_absent_passthrough_fields_are_not_set() -> None:
     spec = pod_spec(JobBuilder())
-    assert not {"nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName"} & set(spec)
+    assert not {"nodeSelector", "tolerations", "affinity", "priorityClassName", "schedulerName",
+                "imagePullSecrets"} & set(spec)
 
 
 def test_user_volumes_and_mounts_are_added_after_ours() -> None:

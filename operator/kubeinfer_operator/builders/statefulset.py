@@ -89,7 +89,8 @@ def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
     }
     optional = {"nodeSelector": w.node_selector or None, "tolerations": w.tolerations or None,
                 "affinity": w.affinity, "priorityClassName": w.priority_class_name,
-                "schedulerName": w.scheduler_name}
+                "schedulerName": w.scheduler_name,
+                "imagePullSecrets": [{"name": ref.name} for ref in w.image_pull_secrets] or None}
     out.update({k: v for k, v in optional.items() if v is not None})
     return out
 
