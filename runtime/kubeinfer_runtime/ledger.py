@@ -7,6 +7,7 @@ Layout under the output prefix (everything bookkeeping starts with `_`):
     _ledger/items/<id>.json       one entry per committed item, written AFTER its object
     _ledger/failed/<id>.json      the last failure of an item not yet committed (retried next attempt)
     _ledger/runs/<run>/<rank>     a rank's "I am done" marker for one run
+    _ledger/plans/<run>           rank 0's "work planned" marker: every rank must see it (shared storage)
     manifest.jsonl, _SUCCESS      written by rank 0 at the end of a job that met its successPolicy
     _FAILED                       instead of _SUCCESS when too many items failed (ids and first error)
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # the CLI reads ledgers without importing torch
     from kubeinfer_runtime.strategies.base import Item
 
 LEDGER = "_ledger"
-ITEMS, FAILED, RUNS = f"{LEDGER}/items", f"{LEDGER}/failed", f"{LEDGER}/runs"
+ITEMS, FAILED, RUNS, PLANS = f"{LEDGER}/items", f"{LEDGER}/failed", f"{LEDGER}/runs", f"{LEDGER}/plans"
 JOB_RECORD = f"{LEDGER}/job.json"
 MANIFEST, SUCCESS, UNSUCCESSFUL = "manifest.jsonl", "_SUCCESS", "_FAILED"
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "jsonl": "jsonl"}
@@ -128,6 +129,12 @@ class Ledger:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             raw = list(pool.map(lambda n: json.loads(self.store.get(f"{ITEMS}/{n}")), names))
         return sorted((Entry(**r) for r in raw), key=lambda e: e.index)
+
+    def mark_planned(self, run_id: str) -> None:
+        self.store.put(f"{PLANS}/{run_id}", b"planned")
+
+    def planned(self, run_id: str) -> bool:
+        return self.store.exists(f"{PLANS}/{run_id}")
 
     def mark_done(self, run_id: str, rank: int) -> None:
         self.store.put(f"{RUNS}/{run_id}/{rank}", b"done")

@@ -67,7 +67,9 @@ def plan_work(config: JobConfig, ledger: Ledger) -> Work:
     ledger.claim(config, detail)
     committed = ledger.committed()
     pending = [item for item in items if item.id not in committed]
-    return Work(pending=pending, total=len(items), run_id=uuid.uuid4().hex[:12], fingerprint=detail["fingerprint"])
+    run_id = uuid.uuid4().hex[:12]
+    ledger.mark_planned(run_id)
+    return Work(pending=pending, total=len(items), run_id=run_id, fingerprint=detail["fingerprint"])
 
 
 def share_work(job: Job) -> Work:
@@ -86,7 +88,24 @@ def share_work(job: Job) -> Work:
         planned = box[0]  # type: ignore[assignment]
     if isinstance(planned, str):
         raise RuntimeError(planned if job.dist.rank == 0 else f"rank 0 failed to plan the work: {planned}")
+    check_shared_output(job, planned)
     return planned
+
+
+def check_shared_output(job: Job, work: Work) -> None:
+    """Every rank must see rank 0's writes, or rank 0 would wait forever for done markers it cannot see."""
+    if job.dist.world_size == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    seen = job.dist.rank == 0 or job.ledger.planned(work.run_id)
+    flag = torch.tensor([int(seen)], device=job.dist.device if job.dist.backend == "nccl" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    if not flag.item():
+        raise ValueError(f"spec.output.uri: {job.store.url()} is not shared by the workers: some ranks cannot see "
+                         "what rank 0 wrote there. Use object storage (s3://, gs://, az://) or a ReadWriteMany "
+                         "volume mounted at the same path in every pod")
 
 
 def compute(job: Job, work: Work) -> None:

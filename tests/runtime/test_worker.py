@@ -56,6 +56,25 @@ def test_two_node_job_then_restart_is_a_no_op(flux_dir: Path, tmp_path: Path) ->
     assert "already complete (3 of 3 items); nothing to do" in log
 
 
+def test_an_output_path_the_pods_do_not_share_fails_clearly(flux_dir: Path, tmp_path: Path) -> None:
+    """Node 1 sees its own empty folder at the output path (a private tmpfs), as a pod with a local volume would."""
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = {"model": {"uri": str(flux_dir), "dtype": "float32"}, "task": {"parameters": PARAMS},
+            "inputs": {"prompts": ["one", "two"]}, "workers": {"nodes": 2}, "output": {"uri": str(out)}}
+    job, port = job_json(spec, tmp_path / "job.json"), free_port()
+    private = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               f'mount -t tmpfs none "{out}" && exec "$0" -m kubeinfer_runtime.worker', sys.executable]
+    node1 = subprocess.Popen(private, env=worker_env(job, 1, port, tmp_path), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    node0 = start(worker_env(job, 0, port, tmp_path))
+    logs = [p.communicate(timeout=400)[0] for p in (node0, node1)]
+    assert node0.returncode != 0 and node1.returncode != 0, "\n".join(logs)
+    for node in (0, 1):
+        assert "is not shared by the workers" in (tmp_path / f"term-{node}").read_text()
+    assert not (out / "manifest.jsonl").exists()
+
+
 def test_too_many_failed_items_is_an_outcome_for_this_job_only(flux_dir: Path, tmp_path: Path) -> None:
     """_FAILED ends this job (a restarted worker idles); a re-created job (new uid) retries the failed items."""
     out, prompts = tmp_path / "out", tmp_path / "prompts.jsonl"
