@@ -30,16 +30,16 @@ test: venv tools  ## the whole suite: lint, unit, runtime, e2e
 	$(MAKE) lint
 	$(PY) -m pytest tests
 
-test-unit: venv
+test-unit: venv tools  ## lint-free fast tests: API, builders, policies, chart (helm)
 	$(PY) -m pytest tests/unit
 
-test-runtime: venv
+test-runtime: venv tools  ## multi-process torch.distributed on CPU, storage against MinIO
 	$(PY) -m pytest tests/runtime
 
-test-e2e: venv tools
+test-e2e: venv tools  ## the real control plane, node agents, operator installed by helm
 	$(PY) -m pytest tests/e2e
 
-lint: venv  ## ruff, mypy and the CRD drift check
+lint: venv  ## ruff and mypy (the CRD drift check is a unit test)
 	$(VENV)/bin/ruff check api operator runtime tests bench
 	$(VENV)/bin/mypy
 

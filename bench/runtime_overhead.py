@@ -130,8 +130,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"| whole-run wall ratio plain / kubeinfer (start-up included) | {result['wall_ratio']:.3f} | |"]
     if "s3_over_local_wall_ratio" in result:
         lines.append(f"| items/s ratio local output / S3 (MinIO) output | "
-                     f"{result['local_over_s3_items_per_second']:.3f} | <= 1.03 |")
-        lines.append(f"| whole-run wall ratio S3 output / local output | {result['s3_over_local_wall_ratio']:.3f} | |")
+                     f"{result['local_over_s3_items_per_second']:.3f} | |")
+        lines.append(f"| whole-run wall ratio S3 output / local output | {result['s3_over_local_wall_ratio']:.3f} "
+                     "| <= 1.03 |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ import yaml
 from kubeinfer_api.jobconfig import JobConfig, make_job_config
 from kubeinfer_api.plan import world_size
 from kubeinfer_api.validation import SpecError, parse_manifest, parse_spec
+from kubeinfer_runtime import tinymodels
 
 #: Env a pod gets from the operator; a local run must not inherit it from the calling shell.
 CLUSTER_ENV = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT",
@@ -100,7 +101,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from kubeinfer_runtime import tinymodels
     from kubeinfer_runtime.demo import demo_manifest, print_outputs
 
     print("kubeinfer demo: building the tiny Flux model (cached after the first run)...", flush=True)
@@ -113,8 +113,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from kubeinfer_runtime import tinymodels
-
     print(tinymodels.build(args.kind, args.dir, args.seed))
     return 0
 
@@ -136,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", help="output folder or URI (default: ./outputs/local-demo/)")
     demo.set_defaults(func=cmd_demo)
     tiny = sub.add_parser("tiny-model", help="build a tiny random model offline (save_pretrained)")
-    tiny.add_argument("kind", choices=["flux", "gpt2", "llama"])
+    tiny.add_argument("kind", choices=sorted(tinymodels.BUILDERS))
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_tiny_model)
