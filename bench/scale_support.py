@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import re
 import ssl
 import subprocess
 import threading
@@ -45,6 +46,7 @@ class ChildWatch(threading.Thread):
         self.kind, self.list_fn, self.namespace, self.owner_kind = kind, list_fn, namespace, owner_kind
         self.first_seen: dict[str, float] = {}
         self.events = 0
+        self.requests = 0  # list and watch calls: this bench's own load on the apiserver
         self.errors: list[str] = []
         self._stop_event = threading.Event()
         self._ready = threading.Event()
@@ -65,6 +67,7 @@ class ChildWatch(threading.Thread):
             self.first_seen[owner] = now
 
     def _relist(self) -> str:
+        self.requests += 1
         listing = json.loads(self.list_fn(self.namespace, _preload_content=False).data)
         now = time.monotonic()
         for item in listing.get("items") or []:
@@ -89,6 +92,7 @@ class ChildWatch(threading.Thread):
 
     def _watch(self, version: str) -> str:
         """One watch request (short, so stop() is honoured); returns the last resourceVersion seen."""
+        self.requests += 1
         resp = self.list_fn(self.namespace, watch=True, resource_version=version, timeout_seconds=10,
                             allow_watch_bookmarks=True, _preload_content=False)
         try:
@@ -212,6 +216,41 @@ def latency_stats(sent: dict[str, float], seen: dict[str, float]) -> dict[str, f
     return {"p50_s": percentile(lat, 50), "p99_s": percentile(lat, 99), "max_s": max(lat, default=math.nan)}
 
 
+def by_tenth(sent: dict[str, float], seen: dict[str, float]) -> list[float]:
+    """p50 latency of each tenth of the creates in creation order: flat if it does not grow with count."""
+    ordered = sorted(sent, key=sent.__getitem__)
+    size = max(1, math.ceil(len(ordered) / 10))
+    chunks = [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    return [round(percentile((seen[n] - sent[n] for n in chunk if n in seen), 50), 3) for chunk in chunks]
+
+
+_LABEL = re.compile(r'(verb|flow_schema)="([^"]*)"')
+
+
+def apiserver_counters(server: str, ca: Path, client_stem: Path) -> dict[str, float]:
+    """Requests the apiserver has served: total and by verb (WATCH excluded), and by APF flow schema."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.load_cert_chain(f"{client_stem}.crt", f"{client_stem}.key")
+    with urllib.request.urlopen(f"{server}/metrics", timeout=30, context=context) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        metric = line.split("{", 1)[0]
+        if metric not in ("apiserver_request_total", "apiserver_flowcontrol_dispatched_requests_total"):
+            continue
+        labels, value = dict(_LABEL.findall(line)), float(line.rsplit(" ", 1)[1])
+        if "verb" in labels and labels["verb"] not in ("WATCH", "CONNECT"):
+            out[f"verb:{labels['verb']}"] = out.get(f"verb:{labels['verb']}", 0) + value
+            out["total"] = out.get("total", 0) + value
+        elif "flow_schema" in labels and "verb" not in labels:
+            out[f"flow:{labels['flow_schema']}"] = out.get(f"flow:{labels['flow_schema']}", 0) + value
+    return out
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0) for k in sorted(after) if after[k] != before.get(k, 0)}
+
+
 def wait_all(names: Iterable[str], seen: Callable[[], dict[str, float]], timeout: float) -> bool:
     """Poll until every name has a time in ``seen()``; False on timeout."""
     wanted = set(names)
@@ -255,6 +294,7 @@ def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "kopf": getattr(kopf, "__version__", "?"), "commit": commit}
 
 
@@ -276,6 +316,10 @@ def _key(name: str) -> Callable[[dict[str, Any]], float]:
     return lambda r: float(r[name])
 
 
+def _settled(name: str) -> Callable[[dict[str, Any]], float]:
+    return lambda r: float(r["requests_per_s_settled"].get(name, 0.0))
+
+
 ROWS: list[tuple[str, Callable[[dict[str, Any]], float], str]] = [
     # (label, figure, how the ratio reads; no reading: no ratio)
     ("throughput, jobs/s (first create to the last job's last child)", _key("throughput_jobs_per_s"),
@@ -286,6 +330,12 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], float], str]] = [
     ("create to first child, p50 s", _lat("first", "p50"), FASTER),
     ("create to first child, p99 s", _lat("first", "p99"), FASTER),
     ("controller peak RSS, MiB", _key("peak_rss_mib"), SMALLER),
+    ("apiserver requests by the controller per job, until the last child", _key("controller_requests_per_job"),
+     "< 1: kubeinfer fewer"),
+    ("apiserver requests per job, all clients (kube-controller-manager, scheduler too)", _key("all_requests_per_job"),
+     "< 1: kubeinfer fewer"),
+    ("apiserver requests/s by the controller, steady state after the last child", _settled("flow:exempt"),
+     "< 1: kubeinfer fewer"),
     ("controller RSS before the first create, MiB", _key("idle_rss_mib"), ""),
     ("creates sent per second (achieved)", _key("achieved_create_rate"), ""),
     ("jobs with every child at the end", _key("jobs_with_all_children"), ""),
@@ -308,7 +358,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Kubernetes {v['KUBERNETES_VERSION']}, "
         f"etcd {v['ETCD_VERSION']}, JobSet {v.get('JOBSET_VERSION', '?')}, kopf {m['kopf']}, Python {m['python']}, "
-        f"kubeinfer {m['commit']}.",
+        f"kubeinfer {m['commit']}. Load average at the start: {m['load_average_at_start']}."
+        + (f" {results['note']}" if results.get("note") else ""),
         f"N = {results['count']} objects per system, created at {results['rate']:g}/s; each wants 2 pods "
         f"(no nodes: created, never scheduled). Run wall time {results.get('wall_seconds', 0) / 60:.1f} min.",
         "",
@@ -324,32 +375,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         if system:
             counts = ", ".join(f"`{k}` {n}" for k, n in system["log"].items())
             lines.append(f"| {key} log lines containing: {counts} | | | | |")
+    lines.append("")
+    for key, system in (("kubeinfer", ours), ("JobSet", theirs)):
+        if system:
+            tenths = ", ".join(_fmt(x) for x in system["last_child_p50_s_by_tenth"])
+            lines.append(f"{key}: p50 create to last child (s) in each tenth of the creates, in order: {tenths}  ")
     return "\n".join(lines) + "\n"
 
 
-def write_reports(results: dict[str, Any], out: Path) -> None:
+def write_reports(results: dict[str, Any], out: Path, notes: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "scale.md").write_text(render_markdown(results) + NOTES)
+    (out / "scale.md").write_text(render_markdown(results) + notes)
     print((out / "scale.md").read_text(), flush=True)
-
-
-NOTES = """
-- Children: kubeinfer creates 7 per job in one reconcile pass (progress and job ConfigMaps,
-  ServiceAccount, Role, RoleBinding, headless Service, StatefulSet last); first child = ConfigMap,
-  last = StatefulSet. JobSet creates a headless Service (first) then one indexed Job (last). Both
-  counts are verified by listing at the end. The StatefulSet and Job controllers of
-  kube-controller-manager then create 2 pods each on the same apiserver.
-- Times are taken here: a create when its POST is sent, a child when its watch event arrives.
-- RSS: VmRSS of the controller's process tree sampled every 0.2 s (and VmHWM), from its start
-  until `settle` seconds after the last child (one resync period of the operator).
-- JobSet runs out of cluster with `--config` (leaderElect false, internalCertManagement disabled:
-  cert rotation manages an in-cluster Secret and webhook configurations) and
-  `--metrics-bind-address=0`; its webhook server runs on a self-signed cert but no webhook
-  configuration is installed, so the apiserver never calls it. The mutating webhook's defaults
-  (successPolicy All, startupPolicy AnyOrder, Indexed completion, restartPolicy OnFailure,
-  enableDNSHostnames and publishNotReadyAddresses true) are written into every JobSet explicitly.
-- Both controllers use the admin kubeconfig and upstream defaults (JobSet: QPS/burst 500; kubeinfer:
-  the chart's settings, resync 30 s). The kubeinfer run goes first; its namespace is deleted before
-  the JobSet run.
-"""
