@@ -320,6 +320,29 @@ def test_init_containers_run_first_and_a_failing_one_fails_thepython_pod(
     assert not agents[0].container_log(namespace, "bad-init", "main").exists()
 
 
+def test_a_volume_over_the_checkout_keeps_the_project_environment(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    """An emptyDir at the checkout's top folder (as /tmp is, for a clone under /tmp) hides neither venv nor sources."""
+    core: Any = client.CoreV1Api(api_client)
+    repo = Path(__file__).resolve().parents[2]
+    top = "/" + repo.parts[1]
+    script = f"""
+        import kubeinfer_runtime, os, sys
+        open("{top}/written-in-the-pod", "w").write("x")
+        print(os.path.dirname(kubeinfer_runtime.__file__), sorted(os.listdir("{top}")))
+    """
+    pod = python_pod("shadowed", script, container={"volumeMounts": [{"name": "scratch", "mountPath": top}]},
+                     volumes=[{"name": "scratch", "emptyDir": {}}])  # fmt: skip
+    core.create_namespaced_pod(namespace, pod)
+    done = wait_for(lambda: _finished(core, namespace, "shadowed"), "shadowed to finish", 60)
+    log = _log(agents[0], namespace, "shadowed")
+    assert done.status.phase == "Succeeded", log
+    assert log.split()[0] == str(repo / "runtime" / "kubeinfer_runtime"), log
+    assert "written-in-the-pod" in log, "the pod writes into its emptyDir"
+    assert not Path(top, "written-in-the-pod").exists(), "and not into the host folder it covers"
+
+
 GRACEFUL = """
 import signal, sys, time
 def bye(*_):

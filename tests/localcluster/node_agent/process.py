@@ -21,6 +21,10 @@ from pathlib import Path
 from .volumes import Mount
 
 MAX_MESSAGE_BYTES = 4096
+#: Host folders the images' entrypoints run from: this interpreter's environment and the project's
+#: sources (an editable install). A volume mounted over one of them (an emptyDir at /tmp, when the
+#: checkout lives under /tmp) would hide them, so the prologue mounts them back on top.
+HOST_PATHS = tuple(sorted({sys.prefix, str(Path(__file__).resolve().parents[3])}))
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
 
@@ -48,10 +52,20 @@ import json, os, socket, subprocess, sys
 spec = json.loads(sys.argv[1])
 try:
     socket.sethostname(spec["hostname"])
+    # Opened before the volumes are mounted, so the host folders stay reachable through the fds.
+    kept = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in spec["keep"]]
     for src, dst, ro in spec["mounts"]:
         subprocess.run(["mount", "--bind", src, dst], check=True, capture_output=True)
         if ro:
             subprocess.run(["mount", "-o", "remount,bind,ro", dst], check=True, capture_output=True)
+    if kept:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        for path, fd in kept:
+            os.makedirs(path, exist_ok=True)
+            if libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, 4096 | 16384, None):  # MS_BIND|MS_REC
+                raise OSError(ctypes.get_errno(), f"cannot keep host folder {path} visible")
+            os.close(fd)
     if spec["workingDir"]:
         os.chdir(spec["workingDir"])
     try:
@@ -69,6 +83,11 @@ except (OSError, subprocess.CalledProcessError) as err:
 """
 
 
+def shadowed(paths: tuple[str, ...], targets: list[str]) -> list[str]:
+    """The paths that a mount at one of `targets` would hide (the target itself or an ancestor)."""
+    return [p for p in paths if any(p == t or p.startswith(t.rstrip("/") + "/") for t in targets)]
+
+
 def prologue_spec(launch: Launch) -> str:
     mounts = [(m.source, m.target, m.read_only) for m in launch.mounts]
     mounts.append((str(launch.termination_host_path), launch.termination_path, False))
@@ -76,6 +95,7 @@ def prologue_spec(launch: Launch) -> str:
         {
             "hostname": launch.hostname,
             "mounts": mounts,
+            "keep": shadowed(HOST_PATHS, [target for _, target, _ in mounts]),
             "workingDir": launch.working_dir,
             "startError": str(start_error_path(launch)),
         }
