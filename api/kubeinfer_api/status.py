@@ -24,7 +24,6 @@ class Reason:
     WORKERS_RUNNING = "WorkersRunning"
     WORKERS_PENDING = "WorkersPending"
     WORKER_FAILED = "WorkerFailed"
-    WORKER_RESTARTED = "WorkerRestarted"
     POD_DELETED = "PodDeleted"
     POD_EVICTED = "PodEvicted"
     NODE_NOT_READY = "NodeNotReady"
