@@ -37,7 +37,9 @@ def _statefulset(name: str, replicas: int) -> dict[str, Any]:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["true"]}]},
+                # No node has this label (node agents of other tests may be up): never scheduled.
+                "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["true"]}],
+                         "nodeSelector": {"kubeinfer-e2e/no-such-node": "true"}},
             },
         },
     }
@@ -63,7 +65,7 @@ def test_statefulset_controller_creates_indexed_pods(api_client: Any, namespace:
         # The ServiceAccount admission plugin ran: the pod gets a projected API token volume.
         assert any(v.projected for v in pod.spec.volumes)
 
-    # The scheduler is alive: with no nodes it reports the pods unschedulable.
+    # The scheduler is alive: with no matching node it reports the pods unschedulable.
     def unschedulable() -> bool:
         conditions = [c for p in _pods(core, namespace) for c in (p.status.conditions or [])]
         scheduled = [c for c in conditions if c.type == "PodScheduled"]
