@@ -79,6 +79,12 @@ def _log(agent: NodeAgentProcess, namespace: str, pod: str, container: str = "ma
 PEER_SCRIPT = """
 import os, socket, sys, time
 ns, me, index = os.environ["NS"], os.environ["POD_NAME"], int(os.environ["POD_INDEX"])
+for _ in range(600):  # its own name in the form torchrun's MASTER_ADDR takes (<pod>.<svc>.<ns>.svc)
+    try:
+        print("self", socket.gethostbyname(f"{me}.peer.{ns}.svc"), flush=True)
+        break
+    except OSError:
+        time.sleep(0.1)
 if index == 0:
     server = socket.create_server(("0.0.0.0", 7000))
     conn, _ = server.accept()
@@ -125,6 +131,8 @@ def test_statefulset_pods_on_two_nodes_resolve_each_other_and_talk(
     pods = {p.metadata.name: p for p in core.list_namespaced_pod(namespace).items}
     assert {pods["peer-0"].spec.node_name, pods["peer-1"].spec.node_name} == set(NODES)
     assert f"resolved {pods['peer-0'].status.pod_ip} reply" in _log(agent, namespace, "peer-1")
+    for name, pod in pods.items():
+        assert f"self {pod.status.pod_ip}\n" in _log(agent, namespace, name), "a pod resolves its own DNS name"
     for name, pod in pods.items():
         assert pod.status.phase == "Running"
         assert pod.status.pod_ip.startswith("10.244.")

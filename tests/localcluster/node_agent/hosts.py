@@ -65,15 +65,14 @@ def hosts_file(pod: Obj, pod_ip: str, pods: list[Obj], services: list[Obj]) -> s
         "::1\tlocalhost ip6-localhost ip6-loopback",
         f"{pod_ip}\t{' '.join(own_names(pod))}",
     ]
+    # What DNS would answer, the pod's own names included (kubelet's line above lacks `<pod>.<svc>.<ns>.svc`).
     ns, uid = pod["metadata"]["namespace"], pod["metadata"]["uid"]
-    others = sorted(
-        (p for p in pods if p["metadata"]["namespace"] == ns and p["metadata"]["uid"] != uid),
-        key=lambda p: p["metadata"]["name"],
-    )
-    for other in others:
-        names = published_names(other, services)
+    itself = {**pod, "status": {**(pod.get("status") or {}), "podIP": pod_ip}}  # its IP may not be reported yet
+    peers = [p for p in pods if p["metadata"]["namespace"] == ns and p["metadata"]["uid"] != uid] + [itself]
+    for peer in sorted(peers, key=lambda p: p["metadata"]["name"]):
+        names = published_names(peer, services)
         if names:
-            lines.append(f"{other['status']['podIP']}\t{' '.join(names)}")
+            lines.append(f"{peer['status']['podIP']}\t{' '.join(names)}")
     for alias in pod["spec"].get("hostAliases") or []:
         lines.append(f"{alias['ip']}\t{' '.join(alias.get('hostnames', []))}")
     return "\n".join(lines) + "\n"
