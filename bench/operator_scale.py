@@ -22,6 +22,7 @@ import argparse
 import functools
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -353,8 +354,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # SIGTERM (and SIGINT, even where a shell ignored it) unwind like Ctrl-C: every finally stops its process.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupted)
     keep = bool(args.workdir)
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="kubeinfer-scale-")
     began = time.monotonic()
