@@ -154,6 +154,9 @@ class FailurePolicy(SpecModel):
     max_restarts: int = Field(3, ge=0, le=100, description="Gang restarts before the job is Failed.")
     stall_timeout_seconds: int = Field(900, ge=0, le=86400, description=(
         "Restart the gang when no item completes for this long while running; 0 disables."))
+    startup_timeout_seconds: int = Field(600, ge=0, le=86400, description=(
+        "Fail the job when a worker waits this long in a state no restart fixes (ErrImagePull, "
+        "ImagePullBackOff, InvalidImageName, CreateContainerConfigError); 0 disables."))
 
 
 class SuccessPolicy(SpecModel):

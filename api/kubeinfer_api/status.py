@@ -28,6 +28,7 @@ class Reason:
     POD_EVICTED = "PodEvicted"
     NODE_NOT_READY = "NodeNotReady"
     STALLED = "Stalled"
+    WORKERS_CANNOT_START = "WorkersCannotStart"
     RENDEZVOUS_TIMEOUT = "RendezvousTimeout"
     MAX_RESTARTS_EXCEEDED = "MaxRestartsExceeded"
     INVALID_SPEC = "InvalidSpec"

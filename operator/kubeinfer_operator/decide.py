@@ -127,9 +127,10 @@ def _run(decision: Decision, spec: DistributedInferenceSpec, obs: Observation, n
     stale = set(obs.stale) | (set(obs.current_pods) if verdict is not None else set())
     decision.force_delete_pods = tuple(sorted(stale & set(obs.lost)))
     decision.delete_pods = tuple(sorted(stale - set(obs.lost)))
-    deadline = failure_policy.stall_deadline(spec, status)
-    if deadline is not None:
-        decision.requeue_after = max(1.0, (deadline - now).total_seconds())
+    deadlines = [d for d in (failure_policy.stall_deadline(spec, status), failure_policy.startup_deadline(spec, obs))
+                 if d is not None]
+    if deadlines:
+        decision.requeue_after = max(1.0, (min(deadlines) - now).total_seconds())
 
 
 def decide_invalid(old: DistributedInferenceStatus, message: str, raw_ttl: int | None, now: datetime,

@@ -50,9 +50,30 @@ def stalled(spec: DistributedInferenceSpec, status: DistributedInferenceStatus, 
         f"({done} of {total} done); raise failurePolicy.stallTimeoutSeconds if items are this slow"))
 
 
+def startup_deadline(spec: DistributedInferenceSpec, obs: Observation) -> datetime | None:
+    """When workers stuck in a waiting state no restart fixes fail the job."""
+    timeout = spec.failure_policy.startup_timeout_seconds
+    since = conditions.parse_time(obs.stuck_since)
+    return None if timeout <= 0 or since is None else since + timedelta(seconds=timeout)
+
+
+def cannot_start(spec: DistributedInferenceSpec, obs: Observation, now: datetime) -> Failure | None:
+    deadline = startup_deadline(spec, obs)
+    if deadline is None or now < deadline or not obs.waiting:
+        return None
+    pod, _, detail = obs.waiting[0].partition(": ")
+    return Failure(pod=pod, reason=Reason.WORKERS_CANNOT_START, time=conditions.iso(now), message=(
+        f"{detail} for over {spec.failure_policy.startup_timeout_seconds}s; a restart cannot fix this: correct "
+        "workers.image or the Secret/ConfigMap the pod references, then re-create the job "
+        "(failurePolicy.startupTimeoutSeconds sets the wait)"))
+
+
 def judge(spec: DistributedInferenceSpec, status: DistributedInferenceStatus, obs: Observation,
           now: datetime) -> Verdict | None:
     """Restart, fail, or nothing to do (None)."""
+    stuck = None if obs.failure else cannot_start(spec, obs, now)
+    if stuck is not None:
+        return Verdict(False, stuck.reason, f"attempt {status.attempt}: {stuck.pod}: {stuck.message}", stuck)
     failure = obs.failure or stalled(spec, status, now)
     if failure is None:
         return None

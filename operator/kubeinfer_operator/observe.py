@@ -48,6 +48,7 @@ class Observation:
     lost: tuple[str, ...] = field(default=())
     failure: Failure | None = None
     waiting: tuple[str, ...] = ()
+    stuck_since: str | None = None  # when the earliest pod now in a STUCK_WAITING state was scheduled
     progress: Progress | None = None
     statefulset_exists: bool = False
 
@@ -128,6 +129,17 @@ def waiting_reasons(pod: Obj) -> list[str]:
     return out
 
 
+def stuck_since(pods: list[Obj]) -> str | None:
+    """The earliest PodScheduled time of the pods in a stuck waiting state: image pulls begin then."""
+    times: list[str | None] = []
+    for pod in pods:
+        if waiting_reasons(pod):
+            scheduled: Obj = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                              if c.get("type") == "PodScheduled" and c.get("status") == "True"), {})
+            times.append(scheduled.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"))
+    return min((t for t in times if t), default=None)
+
+
 def observe(pods: list[Obj], attempt: int, node_ready: dict[str, bool], progress_data: dict[str, str] | None,
             statefulset_exists: bool) -> Observation:
     """Classify the job's worker pods against the current attempt."""
@@ -144,6 +156,7 @@ def observe(pods: list[Obj], attempt: int, node_ready: dict[str, bool], progress
         lost=lost,
         failure=failures[0] if failures else None,
         waiting=tuple(w for p in current for w in waiting_reasons(p)),
+        stuck_since=stuck_since(current),
         progress=decode(progress_data),
         statefulset_exists=statefulset_exists,
     )

@@ -24,6 +24,7 @@ from e2e.support.jobs import (
     item_count,
     job_outputs,
     launch,
+    output_prefix,
     reference_key,
     reference_run,
     succeeded,
@@ -168,6 +169,41 @@ def test_rendezvous_that_never_succeeds_fails_bounded(operator: Cluster, job_nam
     assert failure["reason"] == "RendezvousTimeout", json.dumps(failure)
     assert nowhere.split(".")[0] in failure.get("message", ""), "the message should name the unreachable master"
     assert job["status"]["restarts"] <= 1, "restarts beyond failurePolicy.maxRestarts"
+    _assert_workers_gone(operator, job_namespace, name)
+
+
+def test_workers_that_cannot_start_fail_without_restarts(operator: Cluster, job_namespace: str) -> None:
+    """A Secret that does not exist: kubelet reports CreateContainerConfigError, which no restart fixes."""
+    manifest = fault_job("nosecret", job_namespace, prompts=2)
+    ref = {"secretKeyRef": {"name": "no-such-secret", "key": "token"}}
+    manifest["spec"]["workers"]["env"] = [{"name": "API_TOKEN", "valueFrom": ref}]
+    manifest["spec"]["failurePolicy"] = {"maxRestarts": 3, "startupTimeoutSeconds": 10}
+    name = launch(operator, job_namespace, manifest)
+    job = operator.wait_condition(name, job_namespace, "Failed", TIMEOUT)
+    failed = conditions(job)["Failed"]
+    assert failed["reason"] == "WorkersCannotStart" and "no-such-secret" in failed["message"], json.dumps(failed)
+    assert job["status"].get("restarts", 0) == 0
+    assert job["status"]["firstFailure"]["pod"].startswith(naming.workers(name))
+    _assert_workers_gone(operator, job_namespace, name)
+
+
+def test_too_many_failed_items_fail_the_job_once(operator: Cluster, job_namespace: str, tiny_models: Any) -> None:
+    """An item the pipeline rejects fails the same way on every attempt: Failed at once, with _FAILED."""
+    manifest = fault_job("baditems", job_namespace, prompts=1)
+    lines = [{"id": "good-1", "prompt": "a"}, {"id": "bad", "prompt": "b", "no_such_argument": 1},
+             {"id": "good-2", "prompt": "c"}]
+    key = f"{job_namespace}/inputs/prompts.jsonl"
+    operator.backend.s3_client().put_object(Bucket="outputs", Key=key,
+                                            Body="".join(json.dumps(line) + "\n" for line in lines).encode())
+    manifest["spec"]["inputs"] = {"uri": f"s3://outputs/{key}"}
+    name = launch(operator, job_namespace, manifest)
+    job = operator.wait_condition(name, job_namespace, "Failed", TIMEOUT)
+    failed = conditions(job)["Failed"]
+    assert failed["reason"] == "TooManyFailedItems" and "no_such_argument" in failed["message"], json.dumps(failed)
+    assert job["status"].get("restarts", 0) == 0, "retrying the same items would fail the same way"
+    assert (job["status"]["progress"]["succeeded"], job["status"]["progress"]["failed"]) == (2, 1)
+    objects = operator.s3_objects("outputs", output_prefix(job_namespace, name))
+    assert "_SUCCESS" not in objects and json.loads(objects["_FAILED"])["failed"] == ["bad"]
     _assert_workers_gone(operator, job_namespace, name)
 
 

@@ -133,6 +133,12 @@ class PodBuilder:
             {"name": "worker", "restartCount": 0, "state": {"waiting": {"reason": reason, "message": message}}}]}
         return self
 
+    def scheduled(self, at: str) -> PodBuilder:
+        """The scheduler bound it at `at` (call after the state builders, which reset status)."""
+        self._pod["status"].setdefault("conditions", []).append(
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": at})
+        return self
+
     def crashed(self, exit_code: int = 1, message: str = "", reason: str = "Error",
                 finished: str = "2026-01-01T00:05:00Z", restarted: bool = True) -> PodBuilder:
         """Exited; with `restarted` kubelet already restarted it (the failure is in lastState)."""

@@ -55,6 +55,21 @@ def test_partly_running_is_pending_with_the_stuck_reason() -> None:
     assert "1 of 2" in running.message and "ImagePullBackOff" in running.message
 
 
+def test_workers_that_cannot_start_fail_the_job_after_the_startup_timeout() -> None:
+    pods = [PodBuilder("cats", 0).running(),
+            PodBuilder("cats", 1).waiting("ErrImagePull", "no such image").scheduled("2026-01-01T00:00:00Z")]
+    job = JobBuilder().nodes(2)
+    early = step(job, DistributedInferenceStatus(), pods, T0 + timedelta(minutes=5))
+    assert early.workers and early.status.state == "Pending" and early.requeue_after == 300
+    late = step(job, early.status, pods, T0 + timedelta(minutes=10))
+    failed = conditions.get(late.status, "Failed")
+    assert failed is not None and failed.reason == "WorkersCannotStart" and "no such image" in failed.message
+    assert not late.workers and late.status.restarts == 0, "a restart would not pull the image either"
+    assert late.status.first_failure is not None and late.status.first_failure.pod == "cats-workers-1"
+    patient = JobBuilder().nodes(2).set("failurePolicy.startupTimeoutSeconds", 0)
+    assert step(patient, early.status, pods, T0 + timedelta(days=1)).status.state == "Pending"
+
+
 def test_a_failed_worker_restarts_the_whole_gang() -> None:
     job = JobBuilder().nodes(2).max_restarts(3)
     status = running_status(job)
