@@ -31,9 +31,11 @@ class StorageError(RuntimeError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5
+    """The default waits out a store that is gone for about a minute (46-92 s of backoff in all)."""
+
+    attempts: int = 10
     base_delay: float = 0.5
-    max_delay: float = 8.0
+    max_delay: float = 20.0
 
     def delay(self, attempt: int) -> float:
         """Exponential backoff with jitter, so many ranks do not retry in lockstep."""
