@@ -34,6 +34,14 @@ pytestmark = pytest.mark.e2e
 NODES = ("na-node-1", "na-node-2")
 # what the agent runs for image `.../echoer:<tag>` when a container sets no command (an image ENTRYPOINT)
 ENTRYPOINT = ["--entrypoint", 'echoer=["python", "-c", "import sys; print(*sys.argv[1:])"]']
+#: The nodes of this module carry this label and its pods select it: node agents that other test
+#: modules of the session keep running (e2e-a, ...) must not get them.
+POOL = {"kubeinfer-e2e/pool": "node-agent-tests"}
+
+
+def pool_pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
+    """`python_pod` on this module's nodes (unless it names its node)."""
+    return python_pod(name, script, **({} if "nodeName" in spec else {"nodeSelector": POOL}), **spec)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +54,8 @@ def agents(
     try:
         for node in NODES:
             agent = NodeAgentProcess(
-                control_plane.admin_kubeconfig, [node], workdir, api_port=control_plane.api_port, extra_args=ENTRYPOINT
+                control_plane.admin_kubeconfig, [node], workdir, api_port=control_plane.api_port,
+                extra_args=[*ENTRYPOINT, *(arg for k, v in POOL.items() for arg in ("--label", f"{k}={v}"))],
             )
             started.append(agent.start())
         yield started
@@ -113,7 +122,7 @@ def _peer_statefulset() -> dict[str, Any]:
     labels = {"app": "peer"}
     index = "metadata.labels['apps.kubernetes.io/pod-index']"
     env = [field_env("NS", "metadata.namespace"), field_env("POD_NAME", "metadata.name"), field_env("POD_INDEX", index)]
-    pod = python_pod("x", PEER_SCRIPT, container={"env": env}, affinity=spread_over_nodes(labels))
+    pod = pool_pod("x", PEER_SCRIPT, container={"env": env}, affinity=spread_over_nodes(labels))
     return statefulset("peer", pod["spec"], 2, labels)
 
 
@@ -198,7 +207,7 @@ def _envy_pod() -> dict[str, Any]:
         "workingDir": "/etc/demo/config",
     }
     meta = {"labels": {"tier": "backend"}, "annotations": {"note": "n1"}}
-    return python_pod("envy", ENV_SCRIPT, container=container, volumes=volumes, metadata=meta, hostname="envy-host")
+    return pool_pod("envy", ENV_SCRIPT, container=container, volumes=volumes, metadata=meta, hostname="envy-host")
 
 
 def test_env_downward_api_volumes_and_in_cluster_api(
@@ -235,7 +244,7 @@ def test_env_downward_api_volumes_and_in_cluster_api(
 
 def test_exit_codes_and_termination_messages(api_client: Any, namespace: str, agents: list[NodeAgentProcess]) -> None:
     core: Any = client.CoreV1Api(api_client)
-    pod = python_pod("fails", "open('/dev/termination-log', 'w').write('custom reason'); raise SystemExit(3)")
+    pod = pool_pod("fails", "open('/dev/termination-log', 'w').write('custom reason'); raise SystemExit(3)")
     pod["spec"]["containers"].append(
         {
             "name": "logs",
@@ -264,7 +273,7 @@ def test_restart_policy_always_restarts_and_counts(
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
     core.create_namespaced_pod(
-        namespace, python_pod("crashy", "print('run', flush=True); exit(4)", restartPolicy="Always")
+        namespace, pool_pod("crashy", "print('run', flush=True); exit(4)", restartPolicy="Always")
     )
 
     def restarted_twice() -> Any:
@@ -285,7 +294,7 @@ def test_killed_process_is_reported_and_restarted(
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
     script = "import time; print('up', flush=True); time.sleep(3600)"
-    core.create_namespaced_pod(namespace, python_pod("sturdy", script, restartPolicy="Always"))
+    core.create_namespaced_pod(namespace, pool_pod("sturdy", script, restartPolicy="Always"))
     wait_for(lambda: "up" in _log(agents[0], namespace, "sturdy"), "sturdy to start", 60)
     pod = _read(core, namespace, "sturdy")
 
@@ -303,17 +312,17 @@ def test_killed_process_is_reported_and_restarted(
     wait_for(lambda: _log(agents[0], namespace, "sturdy").count("up") == 2, "the second run's output", 30)
 
 
-def test_init_containers_run_first_and_a_failing_one_fails_thepython_pod(
+def test_init_containers_run_first_and_a_failing_one_fails_the_pod(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess]
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
     shared = [{"name": "work", "mountPath": "/work-shared"}]
     init = {"name": "prepare", "image": "kubeinfer/test:dev", "volumeMounts": shared,
             "command": ["python", "-c", "open('/work-shared/ready', 'w').write('prepared')"]}  # fmt: skip
-    good = python_pod("with-init", "print(open('/work-shared/ready').read())", container={"volumeMounts": shared},
+    good = pool_pod("with-init", "print(open('/work-shared/ready').read())", container={"volumeMounts": shared},
                 initContainers=[init], volumes=[{"name": "work", "emptyDir": {}}])  # fmt: skip
     bad_init = {**init, "command": ["python", "-c", "raise SystemExit(7)"]}
-    bad = python_pod("bad-init", "print('must not run')", initContainers=[bad_init],
+    bad = pool_pod("bad-init", "print('must not run')", initContainers=[bad_init],
                volumes=[{"name": "work", "emptyDir": {}}])  # fmt: skip
     core.create_namespaced_pod(namespace, good)
     core.create_namespaced_pod(namespace, bad)
@@ -340,7 +349,7 @@ def test_a_volume_over_the_checkout_keeps_the_project_environment(
         open("{top}/written-in-the-pod", "w").write("x")
         print(os.path.dirname(kubeinfer_runtime.__file__), sorted(os.listdir("{top}")))
     """
-    pod = python_pod("shadowed", script, container={"volumeMounts": [{"name": "scratch", "mountPath": top}]},
+    pod = pool_pod("shadowed", script, container={"volumeMounts": [{"name": "scratch", "mountPath": top}]},
                      volumes=[{"name": "scratch", "emptyDir": {}}])  # fmt: skip
     core.create_namespaced_pod(namespace, pod)
     done = wait_for(lambda: _finished(core, namespace, "shadowed"), "shadowed to finish", 60)
@@ -376,7 +385,7 @@ def test_pod_deletion_stops_processes_within_grace(
     api_client: Any, namespace: str, agents: list[NodeAgentProcess], script: str, grace: int, last_words: str
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
-    core.create_namespaced_pod(namespace, python_pod("victim", script, terminationGracePeriodSeconds=grace))
+    core.create_namespaced_pod(namespace, pool_pod("victim", script, terminationGracePeriodSeconds=grace))
     log_file = agents[0].container_log(namespace, "victim", "main")
     wait_for(lambda: "ready" in _log(agents[0], namespace, "victim"), "victim to start", 60)
     uid = _read(core, namespace, "victim").metadata.uid
@@ -396,13 +405,13 @@ def _waiting(core: Any, namespace: str, name: str) -> Any:
 
 def test_image_entrypoints_and_config_errors(api_client: Any, namespace: str, agents: list[NodeAgentProcess]) -> None:
     core: Any = client.CoreV1Api(api_client)
-    echo = python_pod("echo", "", container={"image": "registry.local/echoer:1.0", "args": ["hello", "$(WHO)"],
+    echo = pool_pod("echo", "", container={"image": "registry.local/echoer:1.0", "args": ["hello", "$(WHO)"],
                                        "env": [{"name": "WHO", "value": "world"}]})  # fmt: skip
     del echo["spec"]["containers"][0]["command"]
-    unknown = python_pod("unknown", "", container={"image": "busybox:1.36"})
+    unknown = pool_pod("unknown", "", container={"image": "busybox:1.36"})
     del unknown["spec"]["containers"][0]["command"]
     late_env = [{"name": "V", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "v"}}}]
-    late = python_pod("late", "import os; print('v is', os.environ['V'])", container={"env": late_env})
+    late = pool_pod("late", "import os; print('v is', os.environ['V'])", container={"env": late_env})
     for pod in (echo, unknown, late):
         core.create_namespaced_pod(namespace, pod)
 
@@ -433,19 +442,19 @@ def test_crashed_agent_leaves_pods_until_cleanup(
     agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-crash"], tmp_path, api_port=control_plane.api_port)
     try:
         agent.start()
-        pod = python_pod("orphan", "import time; print('up', flush=True); time.sleep(3600)", nodeName="na-crash")
+        pod = pool_pod("orphan", "import time; print('up', flush=True); time.sleep(3600)", nodeName="na-crash")
         core.create_namespaced_pod(namespace, pod)
         wait_for(lambda: "up" in _log(agent, namespace, "orphan"), "orphan to start", 60)
         uid = _read(core, namespace, "orphan").metadata.uid
 
-        def netns_ofpython_pod() -> bool:
+        def netns_of_pod() -> bool:
             listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
             return uid[:13] in listing
 
         agent.kill(keep_pods=True)  # like a kubelet crash: the pod's processes survive
-        assert netns_ofpython_pod()
+        assert netns_of_pod()
         agent.cleanup()
-        assert not netns_ofpython_pod()
+        assert not netns_of_pod()
     finally:
         agent.stop()
         core.delete_node("na-crash")
@@ -473,7 +482,7 @@ def test_paused_agent_makes_node_not_ready_and_recovers(
         agent.start()
         node = core.read_node("na-pause")
         assert node.status.capacity["nvidia.com/gpu"] == "2" and node.status.allocatable["cpu"] == "8"
-        pod = python_pod("steady", "import time; time.sleep(3600)", nodeName="na-pause", restartPolicy="Always")
+        pod = pool_pod("steady", "import time; time.sleep(3600)", nodeName="na-pause", restartPolicy="Always")
         core.create_namespaced_pod(namespace, pod)
         wait_for(lambda: pod_ready() == "True", "steady to be Ready", 60)
 

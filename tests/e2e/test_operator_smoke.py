@@ -1,6 +1,6 @@
 """The operator as a local process against the real control plane, with exactly its declared RBAC.
 
-No node agent: the StatefulSet controller creates the worker pods and they stay unscheduled, and
+No node runs them: the StatefulSet controller creates the worker pods and they stay unscheduled, and
 the test plays the kubelet and the workers by writing pod status and the progress ConfigMap. That
 exercises the whole control loop (children, gang restart, max restarts, suspend/resume, completion,
 TTL, operator restart) through the real apiserver, controllers and RBAC.
@@ -138,7 +138,8 @@ def crash(admin: Kube, pod: dict[str, Any], message: str) -> None:
 
 
 def create(admin: Kube, job: JobBuilder) -> None:
-    admin.create(job.obj())
+    """Workers no node takes: node agents that other modules of the session keep running would run them."""
+    admin.create(job.set("workers.nodeSelector", {"kubeinfer-e2e/no-such-node": "true"}).obj())
 
 
 def steady_state_is_not_rewritten(admin: Kube, ns: str, name: str) -> None:

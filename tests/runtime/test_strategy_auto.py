@@ -46,7 +46,10 @@ def test_resolution(flux_dir: Path, gpt2_dir: Path, monkeypatch: pytest.MonkeyPa
     name, why = resolve_strategy(job("text-to-image"), flux_dir, "cuda:0")
     assert name == "data" and "fit on one device" in why
     monkeypatch.setattr(auto, "device_memory", lambda device: size // 2)
-    assert resolve_strategy(job("text-to-image", gpus=4), flux_dir, "cuda:0")[0] == "deviceMap"
+    one_process = {"processesPerNode": 1}
+    assert resolve_strategy(job("text-to-image", gpus=4, **one_process), flux_dir, "cuda:0")[0] == "deviceMap"
+    with pytest.raises(ValueError, match=r"set workers\.processesPerNode: 1"):
+        resolve_strategy(job("text-to-image", gpus=4), flux_dir, "cuda:0")
     lm_size = model_bytes(gpt2_dir, "bfloat16")
     monkeypatch.setattr(auto, "device_memory", lambda device: lm_size // 2)
     assert resolve_strategy(job("text-generation", gpus=2), gpt2_dir, "cuda:0")[0] == "pipeline"

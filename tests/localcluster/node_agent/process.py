@@ -47,25 +47,33 @@ class Launch:
 
 # Runs inside the new namespaces (python, not sh: sh drops env names such as "app.conf" that
 # kubelet passes through). A failure is recorded beside the termination file as a StartError.
+# Every source, the host folders to keep and the start-error folder are opened before anything is
+# mounted: a volume at /tmp may hide the others' sources when the agent's workdir is under /tmp.
 PROLOGUE = """
-import json, os, socket, subprocess, sys
+import ctypes, json, os, socket, sys
+MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
 spec = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+error_dir = os.open(os.path.dirname(spec["startError"]), os.O_PATH | os.O_DIRECTORY)
+
+def mount(source, target, flags):
+    if libc.mount(source, target.encode(), None, flags, None):
+        code = ctypes.get_errno()
+        raise OSError(code, f"mount onto {target}: {os.strerror(code)}")
+
 try:
     socket.sethostname(spec["hostname"])
-    # Opened before the volumes are mounted, so the host folders stay reachable through the fds.
-    kept = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in spec["keep"]]
-    for src, dst, ro in spec["mounts"]:
-        subprocess.run(["mount", "--bind", src, dst], check=True, capture_output=True)
+    mounts = [(os.open(src, os.O_PATH), dst, ro) for src, dst, ro in spec["mounts"]]
+    kept = [(os.open(path, os.O_PATH | os.O_DIRECTORY), path) for path in spec["keep"]]
+    for fd, dst, ro in mounts:
+        mount(f"/proc/self/fd/{fd}".encode(), dst, MS_BIND)
         if ro:
-            subprocess.run(["mount", "-o", "remount,bind,ro", dst], check=True, capture_output=True)
-    if kept:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        for path, fd in kept:
-            os.makedirs(path, exist_ok=True)
-            if libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, 4096 | 16384, None):  # MS_BIND|MS_REC
-                raise OSError(ctypes.get_errno(), f"cannot keep host folder {path} visible")
-            os.close(fd)
+            mount(None, dst, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    for fd, path in kept:
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}".encode(), path, MS_BIND)
+    for fd in [fd for fd, _, _ in mounts] + [fd for fd, _ in kept]:
+        os.close(fd)
     if spec["workingDir"]:
         os.chdir(spec["workingDir"])
     try:
@@ -74,11 +82,11 @@ try:
         raise OSError(f'exec: "{sys.argv[2]}": executable file not found in $PATH') from None
     except OSError as err:
         raise OSError(f'exec: "{sys.argv[2]}": {err.strerror}') from None
-except (OSError, subprocess.CalledProcessError) as err:
-    detail = getattr(err, "stderr", b"") or b""
-    message = f"{err} {detail.decode(errors='replace')}".strip()
-    open(spec["startError"], "w").write(message)
-    print(f"node agent: cannot start container: {message}", file=sys.stderr, flush=True)
+except OSError as err:
+    name = os.path.basename(spec["startError"])
+    with open(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=error_dir), "w") as out:
+        out.write(str(err))
+    print(f"node agent: cannot start container: {err}", file=sys.stderr, flush=True)
     sys.exit(128)
 """
 
