@@ -109,15 +109,21 @@ class Kube:
         return self.request("PATCH", path(kind, namespace, name, subresource), body=body, content_type=content_type)
 
     def delete(self, kind: str, namespace: str | None, name: str, *, grace_seconds: int | None = None,
-               propagation: str = "Background") -> bool:
-        """True when something was deleted; a missing object is not an error."""
+               propagation: str = "Background", uid: str | None = None) -> bool:
+        """True when something was deleted; a missing object is not an error.
+
+        With `uid`, only that very object: a StatefulSet reuses pod names, so a pod seen a moment ago
+        may already have been replaced by its successor, which must live.
+        """
         body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         if grace_seconds is not None:
             body["gracePeriodSeconds"] = grace_seconds
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
         try:
             self.request("DELETE", path(kind, namespace, name), body=body)
         except ApiError as err:
-            if err.status == 404:
+            if err.status == 404 or (err.status == 409 and uid is not None):  # gone, or a successor
                 return False
             raise
         return True

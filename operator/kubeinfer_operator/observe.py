@@ -51,6 +51,7 @@ class Observation:
     stuck_since: str | None = None  # when the earliest pod now in a STUCK_WAITING state was scheduled
     progress: Progress | None = None
     statefulset_exists: bool = False
+    uids: dict[str, str] = field(default_factory=dict)  # pod name -> uid, to delete exactly the pods seen
 
     def all_running(self, nodes: int) -> bool:
         return self.running >= nodes and not self.stale
@@ -159,4 +160,5 @@ def observe(pods: list[Obj], attempt: int, node_ready: dict[str, bool], progress
         stuck_since=stuck_since(current),
         progress=decode(progress_data),
         statefulset_exists=statefulset_exists,
+        uids={_name(p): str(p["metadata"].get("uid", "")) for p in pods if p["metadata"].get("uid")},
     )

@@ -79,13 +79,15 @@ class Reconciler:
         old = parse_status(body.get("status"))
         now = datetime.now(UTC)
         spec: DistributedInferenceSpec | None = None
+        obs = Observation()
         try:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as err:
             decision = decide_invalid(old, str(err), ttl.spec_ttl(None, body.get("spec") or {}), now, generation)
         else:
-            decision = decide(spec, old, self.observe(job, old.attempt), now, generation)
-        requeue = self.execute(job, spec, old, decision)
+            obs = self.observe(job, old.attempt)
+            decision = decide(spec, old, obs, now, generation)
+        requeue = self.execute(job, spec, old, decision, obs.uids)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
         if decision.delete_job:
             self.metrics.jobs.forget(namespace, name)
@@ -100,7 +102,7 @@ class Reconciler:
         return observe(pods, attempt, node_readiness(self.kube, pods), (progress or {}).get("data"), sts is not None)
 
     def execute(self, job: JobRef, spec: DistributedInferenceSpec | None, old: DistributedInferenceStatus,
-                decision: Decision) -> float | None:
+                decision: Decision, pod_uids: dict[str, str]) -> float | None:
         """Status first, then children, pods, events, and at last the job itself (TTL)."""
         requeue = decision.requeue_after
         if decision.status != old:
@@ -112,9 +114,9 @@ class Reconciler:
         else:
             self.remove_workers(job)
         for pod in decision.delete_pods:
-            self.kube.delete("Pod", job.namespace, pod)
+            self.kube.delete("Pod", job.namespace, pod, uid=pod_uids.get(pod))
         for pod in decision.force_delete_pods:
-            self.kube.delete("Pod", job.namespace, pod, grace_seconds=0)
+            self.kube.delete("Pod", job.namespace, pod, grace_seconds=0, uid=pod_uids.get(pod))
         events.emit(self.kube, job, decision.events)
         if decision.restart_reason:
             self.metrics.restarted(job.namespace, decision.restart_reason)

@@ -216,3 +216,18 @@ def test_suspend_resume_and_completion(admin: Kube, operator: OperatorProcess, n
              and admin.get("Service", namespace, "dogs-workers") is None, "workers torn down", TIMEOUT)
     assert admin.get("ConfigMap", namespace, "dogs-progress") is not None
     assert admin.get("DistributedInference", namespace, "dogs") is not None
+
+
+def test_pod_deletion_spares_a_successor_with_the_same_name(admin: Kube, namespace: str) -> None:
+    """A gang restart deletes the pods it saw; the StatefulSet may already have replaced one by name."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w-0", "namespace": namespace},
+           "spec": {"nodeSelector": {"kubeinfer-e2e/no-such-node": "true"},
+                    "containers": [{"name": "main", "image": "busybox"}]}}
+    seen = admin.create(pod)
+    assert admin.delete("Pod", namespace, "w-0", grace_seconds=0, uid=seen["metadata"]["uid"])
+    wait_for(lambda: admin.get("Pod", namespace, "w-0") is None, "w-0 gone", TIMEOUT)
+    successor = admin.create(pod)
+    assert not admin.delete("Pod", namespace, "w-0", grace_seconds=0, uid=seen["metadata"]["uid"])
+    still = admin.get("Pod", namespace, "w-0")
+    assert still is not None and still["metadata"]["uid"] == successor["metadata"]["uid"]
+    assert not still["metadata"].get("deletionTimestamp")
