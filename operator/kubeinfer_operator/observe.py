@@ -135,8 +135,9 @@ def stuck_since(pods: list[Obj]) -> str | None:
     times: list[str | None] = []
     for pod in pods:
         if waiting_reasons(pod):
-            scheduled: Obj = next((c for c in (pod.get("status") or {}).get("conditions") or []
-                              if c.get("type") == "PodScheduled" and c.get("status") == "True"), {})
+            conds = (pod.get("status") or {}).get("conditions") or []
+            scheduled: Obj = next((c for c in conds if c.get("type") == "PodScheduled" and c.get("status") == "True"),
+                                  {})
             times.append(scheduled.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp"))
     return min((t for t in times if t), default=None)
 
