@@ -243,6 +243,8 @@ def measure(api: Any, plane: ControlPlane, system: System, args: argparse.Namesp
         time.sleep(args.settle)  # one resync period more: steady-state memory, load and errors count too
         after, settled = counters(), time.monotonic()
         peak_kib = rss.stop()
+        # Counted before the stop: a stopping kopf warns once per cancelled daemon.
+        log = count_log_lines(plane.logs / f"{system.process}.log", system.log_needles)
     finally:
         stop_pidfile(pid_file, exe)
         for watch in watches:
@@ -253,7 +255,7 @@ def measure(api: Any, plane: ControlPlane, system: System, args: argparse.Namesp
         "wait_seconds": finished - began, "idle_rss_mib": idle_kib / 1024, "peak_rss_mib": peak_kib / 1024,
         "requests_until_done": counter_delta(before, at_done), "bench_requests_until_done": own,
         "requests_per_s_settled": {k: v / (settled - finished) for k, v in counter_delta(at_done, after).items()},
-        "log": count_log_lines(plane.logs / f"{system.process}.log", system.log_needles),
+        "log": log,
         "watch_errors": [e for w in watches for e in w.errors][:10],
         **children_complete(api, system, names)})
 
