@@ -6,6 +6,8 @@ MAX_JOB_NAME = 44  # <name>-workers-<ordinal> and the revision-hash label must s
 JOB_LABEL = "kubeinfer.io/job-name"
 COMPONENT_LABEL = "kubeinfer.io/component"
 ATTEMPT_ANNOTATION = "kubeinfer.io/attempt"
+#: On the StatefulSet: a digest of every child as last applied, so unchanged children are not re-read.
+CHILDREN_HASH = "kubeinfer.io/children-hash"
 JOB_MOUNT_DIR = "/etc/kubeinfer"
 JOB_FILE = "job.json"
 

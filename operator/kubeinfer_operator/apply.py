@@ -48,10 +48,13 @@ def _patchable(obj: Obj) -> Obj:
     return body
 
 
-def ensure(kube: Kube, desired: Obj, *, create_only: bool = False) -> tuple[Obj, str]:
-    """Make `desired` exist as specified; returns (live object, "created" | "patched" | "unchanged")."""
+def ensure(kube: Kube, desired: Obj, *, create_only: bool = False, likely_missing: bool = False) -> tuple[Obj, str]:
+    """Make `desired` exist as specified; returns (live object, "created" | "patched" | "unchanged").
+
+    `likely_missing` (a new job) tries the create first, saving a GET per child.
+    """
     kind, meta = desired["kind"], desired["metadata"]
-    live = kube.get(kind, meta.get("namespace"), meta["name"])
+    live = None if likely_missing else kube.get(kind, meta.get("namespace"), meta["name"])
     if live is None:
         try:
             return kube.create(desired), "created"

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeinfer_api.naming import ATTEMPT_ANNOTATION
+from kubeinfer_api.naming import ATTEMPT_ANNOTATION, CHILDREN_HASH
 from kubeinfer_api.progress import Progress, decode
 from kubeinfer_api.status import FirstFailure, Reason
 
@@ -51,6 +51,7 @@ class Observation:
     stuck_since: str | None = None  # when the earliest pod now in a STUCK_WAITING state was scheduled
     progress: Progress | None = None
     statefulset_exists: bool = False
+    children_hash: str | None = None  # what the last full apply wrote on the StatefulSet
     uids: dict[str, str] = field(default_factory=dict)  # pod name -> uid, to delete exactly the pods seen
 
     def all_running(self, nodes: int) -> bool:
@@ -143,7 +144,7 @@ def stuck_since(pods: list[Obj]) -> str | None:
 
 
 def observe(pods: list[Obj], attempt: int, node_ready: dict[str, bool], progress_data: dict[str, str] | None,
-            statefulset_exists: bool) -> Observation:
+            statefulset: Obj | None) -> Observation:
     """Classify the job's worker pods against the current attempt."""
     current = [p for p in pods if pod_attempt(p) == attempt]
     stale = tuple(sorted(_name(p) for p in pods if pod_attempt(p) != attempt))
@@ -160,6 +161,7 @@ def observe(pods: list[Obj], attempt: int, node_ready: dict[str, bool], progress
         waiting=tuple(w for p in current for w in waiting_reasons(p)),
         stuck_since=stuck_since(current),
         progress=decode(progress_data),
-        statefulset_exists=statefulset_exists,
+        statefulset_exists=statefulset is not None,
+        children_hash=((statefulset or {}).get("metadata", {}).get("annotations") or {}).get(CHILDREN_HASH),
         uids={_name(p): str(p["metadata"].get("uid", "")) for p in pods if p["metadata"].get("uid")},
     )

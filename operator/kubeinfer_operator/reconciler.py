@@ -6,6 +6,8 @@ operator killed at any point resumes from a status that already records every re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubeinfer_api.naming import progress_configmap, selector, workers
+from kubeinfer_api.naming import CHILDREN_HASH, progress_configmap, selector, workers
 from kubeinfer_api.plan import build_plan
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_api.status import DistributedInferenceStatus
@@ -29,6 +31,7 @@ from kubeinfer_operator.settings import Settings
 
 log = logging.getLogger(__name__)
 KIND = "DistributedInference"
+REPAIR_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Reconciler:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.verified: dict[tuple[str, str], float] = {}  # job -> when its children were last fully applied
 
     def reconcile(self, namespace: str, name: str) -> Result | None:
         """None when the job is gone (or going); otherwise its state and when to look again."""
@@ -74,6 +78,7 @@ class Reconciler:
         body = self.kube.get(KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.metrics.jobs.forget(namespace, name)
+            self.verified.pop((namespace, name), None)
             return None
         job, generation = JobRef.from_body(body), body["metadata"].get("generation")
         old = parse_status(body.get("status"))
@@ -87,7 +92,7 @@ class Reconciler:
         else:
             obs = self.observe(job, old.attempt)
             decision = decide(spec, old, obs, now, generation)
-        requeue = self.execute(job, spec, old, decision, obs.uids)
+        requeue = self.execute(job, spec, old, decision, obs)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
         if decision.delete_job:
             self.metrics.jobs.forget(namespace, name)
@@ -99,24 +104,24 @@ class Reconciler:
         pods = self.kube.list("Pod", job.namespace, selector(job.name, COMPONENT_WORKER))
         progress = self.kube.get("ConfigMap", job.namespace, progress_configmap(job.name))
         sts = self.kube.get("StatefulSet", job.namespace, workers(job.name))
-        return observe(pods, attempt, node_readiness(self.kube, pods), (progress or {}).get("data"), sts is not None)
+        return observe(pods, attempt, node_readiness(self.kube, pods), (progress or {}).get("data"), sts)
 
     def execute(self, job: JobRef, spec: DistributedInferenceSpec | None, old: DistributedInferenceStatus,
-                decision: Decision, pod_uids: dict[str, str]) -> float | None:
+                decision: Decision, obs: Observation) -> float | None:
         """Status first, then children, pods, events, and at last the job itself (TTL)."""
         requeue = decision.requeue_after
         if decision.status != old:
             body = decision.status.model_dump(by_alias=True, exclude_none=True, mode="json")
             self.kube.patch(KIND, job.namespace, job.name, {"status": body}, subresource="status")
         if decision.workers and spec is not None:
-            if self.ensure_workers(job, spec, decision.status.attempt):
+            if self.ensure_workers(job, spec, decision.status.attempt, obs):
                 requeue = 1.0  # report Created as soon as the children exist
-        else:
+        elif obs.statefulset_exists or spec is None:
             self.remove_workers(job)
         for pod in decision.delete_pods:
-            self.kube.delete("Pod", job.namespace, pod, uid=pod_uids.get(pod))
+            self.kube.delete("Pod", job.namespace, pod, uid=obs.uids.get(pod))
         for pod in decision.force_delete_pods:
-            self.kube.delete("Pod", job.namespace, pod, grace_seconds=0, uid=pod_uids.get(pod))
+            self.kube.delete("Pod", job.namespace, pod, grace_seconds=0, uid=obs.uids.get(pod))
         events.emit(self.kube, job, decision.events)
         if decision.restart_reason:
             self.metrics.restarted(job.namespace, decision.restart_reason)
@@ -125,9 +130,12 @@ class Reconciler:
             self.kube.delete(KIND, job.namespace, job.name)
         return requeue
 
-    def ensure_workers(self, job: JobRef, spec: DistributedInferenceSpec, attempt: int) -> bool:
-        """Apply every child; True when something was created."""
-        created = False
+    def ensure_workers(self, job: JobRef, spec: DistributedInferenceSpec, attempt: int, obs: Observation) -> bool:
+        """Apply every child, unless the StatefulSet says they are as desired; True when one was created.
+
+        Unchanged children are still re-read every REPAIR_SECONDS (and after an operator restart), so a
+        child deleted by hand comes back.
+        """
         children = [
             (builders.build_progress_configmap(job), True),
             (builders.build_job_configmap(job, spec, build_plan(spec)), False),
@@ -135,12 +143,20 @@ class Reconciler:
             (builders.build_service(job, spec), False),
             (builders.build_statefulset(job, spec, self.settings.worker_image, attempt), False),
         ]
+        digest = hashlib.sha256(json.dumps(children, sort_keys=True).encode()).hexdigest()[:16]
+        key = (job.namespace, job.name)
+        if obs.children_hash == digest and time.monotonic() - self.verified.get(key, -REPAIR_SECONDS) < REPAIR_SECONDS:
+            return False
+        children[-1][0]["metadata"]["annotations"] = {CHILDREN_HASH: digest}  # the StatefulSet goes last
+        created, fresh = False, not obs.statefulset_exists
         for desired, create_only in children:
-            _, what = apply.ensure(self.kube, desired, create_only=create_only)
+            _, what = apply.ensure(self.kube, desired, create_only=create_only, likely_missing=fresh)
             created = created or what == "created"
+        self.verified[key] = time.monotonic()
         return created
 
     def remove_workers(self, job: JobRef) -> None:
-        """Tear down the gang; the job, its status, the ConfigMaps and the outputs stay."""
-        apply.remove(self.kube, "StatefulSet", job.namespace, workers(job.name))
+        """Tear down the gang (the Service first: no StatefulSet means no Service); the job, its status,
+        the ConfigMaps and the outputs stay."""
         apply.remove(self.kube, "Service", job.namespace, workers(job.name))
+        apply.remove(self.kube, "StatefulSet", job.namespace, workers(job.name))

@@ -27,6 +27,8 @@ from kubeinfer_api.naming import ATTEMPT_ANNOTATION, selector
 from kubeinfer_api.progress import Progress, encode
 from kubeinfer_operator.kube import Kube, load_api_client
 from kubeinfer_operator.permissions import CLUSTER_RULES, NAMESPACED_RULES
+from kubeinfer_operator.reconciler import Reconciler
+from kubeinfer_operator.settings import Settings
 from localcluster.binaries import free_port, log_tail
 from localcluster.controlplane import ControlPlane
 
@@ -231,3 +233,34 @@ def test_pod_deletion_spares_a_successor_with_the_same_name(admin: Kube, namespa
     still = admin.get("Pod", namespace, "w-0")
     assert still is not None and still["metadata"]["uid"] == successor["metadata"]["uid"]
     assert not still["metadata"].get("deletionTimestamp")
+
+
+class CountingKube(Kube):
+    """The operator's client, counting its requests by method."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__(kube.api)
+        self.calls: list[str] = []
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(method)
+        return super().request(method, url, *args, **kwargs)
+
+
+def test_a_steady_pass_reads_only_what_it_observes(admin: Kube, crd: None, namespace: str) -> None:
+    """Requests per pass bound the operator's scale: unchanged children are not re-read, and still repaired."""
+    kube = CountingKube(admin)
+    reconciler = Reconciler(kube, Settings(worker_image="kubeinfer/runtime:smoke"))
+    create(admin, JobBuilder("ants", namespace).nodes(2))
+    reconciler.reconcile(namespace, "ants")
+    first = list(kube.calls)
+    assert first.count("POST") >= 7 and first.count("GET") <= 5, f"a new job's children are created first: {first}"
+    kube.calls.clear()
+    reconciler.reconcile(namespace, "ants")
+    kube.calls.clear()
+    reconciler.reconcile(namespace, "ants")
+    assert kube.calls == ["GET", "GET", "GET", "GET"], "job, pods, progress, StatefulSet and nothing else"
+    admin.delete("Service", namespace, "ants-workers")
+    reconciler.verified.clear()  # as after REPAIR_SECONDS, or an operator restart
+    reconciler.reconcile(namespace, "ants")
+    assert admin.get("Service", namespace, "ants-workers") is not None, "a child deleted by hand comes back"

@@ -20,7 +20,7 @@ READY = {"node-1": True}
 def step(job: JobBuilder, status: DistributedInferenceStatus, pods: list[PodBuilder], now: datetime = T0,
          progress: Progress | None = None, nodes: dict[str, bool] | None = None) -> Decision:
     obs = observe([p.obj() for p in pods], status.attempt, nodes or READY,
-                  encode(progress) if progress else None, True)
+                  encode(progress) if progress else None, {"metadata": {"name": "cats-workers"}})
     return decide(job.spec(), status, obs, now, 1)
 
 
