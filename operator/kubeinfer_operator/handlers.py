@@ -66,15 +66,22 @@ def wake(memo: Any, namespace: str | None, job: str | None) -> None:
         event.set()
 
 
-async def nap(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
-    """Sleep until woken, stopped or `seconds` pass; wakeups that arrive meanwhile coalesce."""
-    waiters = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())]
+async def nap(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float, settle: float = 0.0) -> None:
+    """Sleep until woken, stopped or `seconds` pass. A wakeup is followed by `settle` seconds in which
+    further wakeups coalesce: a gang's pods change in bursts, and one pass sees the whole burst."""
+    await _first_of(wakeup.wait(), stopped.wait(), timeout=seconds)
+    if wakeup.is_set() and not stopped and settle > 0:
+        await _first_of(stopped.wait(), timeout=settle)
+    wakeup.clear()
+
+
+async def _first_of(*waits: Any, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(w) for w in waits]
     try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
-    wakeup.clear()
 
 
 def next_delay(result: Result | None, settings: Settings) -> float:
@@ -102,7 +109,7 @@ async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.Daemo
                 delay = ERROR_BACKOFF[min(errors, len(ERROR_BACKOFF) - 1)]
                 errors += 1
                 log.exception("%s/%s: reconcile failed, retrying in %.0fs", namespace, name, delay)
-            await nap(wakeup, stopped, delay)
+            await nap(wakeup, stopped, delay, memo.settings.wakeup_settle_seconds)
     finally:
         wakeups.pop((namespace, name), None)
         memo.metrics.jobs.forget(namespace, name)

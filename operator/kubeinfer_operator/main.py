@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # kopf logs every handled pod and ConfigMap event at INFO: at 1,000 jobs that is the hot path.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = [] if args.all_namespaces else (args.namespace or list(settings.namespaces))
     import kubeinfer_operator.handlers  # noqa: F401  (registers the handlers)
 

@@ -94,6 +94,9 @@ class _Stopped:
     def wait(self) -> Any:
         return self.flag.wait()
 
+    def __bool__(self) -> bool:
+        return self.flag.is_set()
+
 
 def test_a_wakeup_ends_the_nap_and_is_consumed() -> None:
     async def scenario() -> tuple[bool, bool]:
@@ -108,3 +111,17 @@ def test_a_wakeup_ends_the_nap_and_is_consumed() -> None:
         return woken_cleared, stopped.flag.is_set()
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_wakeups_within_the_settle_window_make_one_pass() -> None:
+    async def scenario() -> tuple[float, bool]:
+        wakeup, stopped = asyncio.Event(), _Stopped()
+        loop = asyncio.get_running_loop()
+        for delay in (0.0, 0.05, 0.1):  # a burst of pod events
+            loop.call_later(delay, wakeup.set)
+        started = loop.time()
+        await nap(wakeup, stopped, 3600, settle=0.3)
+        return loop.time() - started, wakeup.is_set()
+
+    waited, pending = asyncio.run(scenario())
+    assert 0.3 <= waited < 1.0 and not pending, "the burst is consumed by one wakeup after the window"
