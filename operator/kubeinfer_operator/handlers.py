@@ -8,6 +8,7 @@ pass, so an operator restarted at any moment resumes where the cluster says it i
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from kubeinfer_api.naming import COMPONENT_LABEL, JOB_LABEL
 from kubeinfer_operator.builders.common import COMPONENT_PROGRESS, COMPONENT_WORKER
 from kubeinfer_operator.kube import Kube, load_api_client
 from kubeinfer_operator.metrics import Metrics
-from kubeinfer_operator.reconciler import Reconciler, Result
+from kubeinfer_operator.reconciler import Reconciler, Result, Seen
 from kubeinfer_operator.settings import FINALIZER, PROGRESS_PREFIX, Settings
 
 log = logging.getLogger(__name__)
@@ -92,18 +93,61 @@ def next_delay(result: Result | None, settings: Settings) -> float:
     return max(0.5, min(float(base), result.requeue_after))
 
 
+def snapshot(body: kopf.Body) -> dict[str, Any]:
+    """A plain copy of a watched object, safe to read from the reconcile threads."""
+    return copy.deepcopy(dict(body))
+
+
+@kopf.index("", "v1", "pods", labels={COMPONENT_LABEL: COMPONENT_WORKER})
+def worker_pods(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", labels.get(JOB_LABEL, "")): snapshot(body)}
+
+
+@kopf.index("", "v1", "configmaps", labels={COMPONENT_LABEL: COMPONENT_PROGRESS})
+def progress_configmaps(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", labels.get(JOB_LABEL, "")): snapshot(body)}
+
+
+@kopf.index("apps", "v1", "statefulsets", labels={COMPONENT_LABEL: COMPONENT_WORKER})
+def worker_statefulsets(*, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", labels.get(JOB_LABEL, "")): snapshot(body)}
+
+
+@kopf.index("", "v1", "nodes")
+def node_ready(*, name: str, status: Mapping[str, Any], **_: Any) -> Any:
+    conds = status.get("conditions") or []
+    return {name: any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)}
+
+
+INDEXES = ("worker_pods", "progress_configmaps", "worker_statefulsets", "node_ready")
+
+
+def seen(key: tuple[str, str], indexes: Mapping[str, kopf.Index[Any, Any]]) -> Seen:
+    """The job's children from the indexes; called on the event loop, where kopf updates them."""
+    def one(index: str) -> Any:
+        return next(iter(indexes[index].get(key, [])), None)
+
+    pods = list(indexes["worker_pods"].get(key, []))
+    nodes = {p.get("spec", {}).get("nodeName") for p in pods} - {None, ""}
+    ready = {str(n): bool(next(iter(indexes["node_ready"].get(n, [])), False)) for n in nodes}
+    return Seen(pods=pods, progress=one("progress_configmaps"), statefulset=one("worker_statefulsets"),
+                node_ready=ready)
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
 async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any,
-                        **_: Any) -> None:
+                        **kwargs: Any) -> None:
     """The job's reconcile loop: pass, then sleep until woken or the next resync/deadline."""
     namespace = namespace or ""
     wakeups: Wakeups = memo.wakeups
     wakeup = wakeups.setdefault((namespace, name), asyncio.Event())
     loop, errors = asyncio.get_running_loop(), 0
+    indexes = {index: kwargs[index] for index in INDEXES}  # kopf passes every index by its name
     try:
         while not stopped:
             try:
-                result = await loop.run_in_executor(memo.executor, memo.reconciler.reconcile, namespace, name)
+                view = seen((namespace, name), indexes)
+                result = await loop.run_in_executor(memo.executor, memo.reconciler.reconcile, namespace, name, view)
                 delay, errors = next_delay(result, memo.settings), 0
             except Exception:
                 delay = ERROR_BACKOFF[min(errors, len(ERROR_BACKOFF) - 1)]

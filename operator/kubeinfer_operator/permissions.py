@@ -19,7 +19,9 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "create", "patch", "delete"]},
+    # Watched (an index), so a pass reads its StatefulSet from memory.
+    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch", "create", "patch",
+                                                                      "delete"]},
     # Worker pods are watched and read for failures; a gang restart deletes them.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "delete"]},
     # The worker Role (get/patch on one ConfigMap) is grantable because the operator holds those verbs.
@@ -32,8 +34,8 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     # kopf discovers the CRD and notices it (re)appearing.
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
      "verbs": ["list", "watch"]},
-    # Workers on a NotReady (or vanished) node are restarted elsewhere.
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+    # Workers on a NotReady (or vanished) node are restarted elsewhere (node readiness is watched).
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
     # kopf watches namespaces when it serves namespace patterns.
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
 ]

@@ -1,7 +1,9 @@
-"""One reconcile pass of one job: read the cluster, decide (pure), then write status and act.
+"""One reconcile pass of one job: read the job, decide (pure), then write status and act.
 
-Order matters for crash safety: the status (with the attempt counter) is written first, so an
-operator killed at any point resumes from a status that already records every restart it began.
+The job itself is read from the apiserver on every pass (its status holds the attempt counter and
+must never be stale); its children come from the watches' caches (`Seen`). Order matters for crash
+safety: the status is written first, so an operator killed at any point resumes from a status that
+already records every restart it began.
 """
 
 from __future__ import annotations
@@ -10,19 +12,19 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from kubeinfer_api.naming import CHILDREN_HASH, progress_configmap, selector, workers
+from kubeinfer_api.naming import CHILDREN_HASH, workers
 from kubeinfer_api.plan import build_plan
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_api.status import DistributedInferenceStatus
 from kubeinfer_api.validation import SpecError, parse_spec
 from kubeinfer_operator import apply, builders, events, ttl
-from kubeinfer_operator.builders.common import COMPONENT_WORKER, JobRef
+from kubeinfer_operator.builders.common import JobRef
 from kubeinfer_operator.decide import Decision, decide, decide_invalid
 from kubeinfer_operator.kube import Kube, Obj
 from kubeinfer_operator.metrics import Metrics
@@ -55,14 +57,15 @@ def parse_status(raw: dict[str, Any] | None) -> DistributedInferenceStatus:
         return DistributedInferenceStatus.model_validate(keep)
 
 
-def node_readiness(kube: Kube, pods: list[Obj]) -> dict[str, bool]:
-    """Ready condition of every node hosting a worker; a vanished node counts as not ready."""
-    out: dict[str, bool] = {}
-    for name in sorted({p.get("spec", {}).get("nodeName") for p in pods} - {None, ""}):
-        node = kube.get("Node", None, str(name))
-        conds = (node or {}).get("status", {}).get("conditions") or []
-        out[str(name)] = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-    return out
+@dataclass(frozen=True)
+class Seen:
+    """A job's worker pods, progress ConfigMap, StatefulSet and their nodes' readiness, as the watches
+    last saw them (kopf indexes): a pass reads them from memory, not from the apiserver."""
+
+    pods: list[Obj] = field(default_factory=list)
+    progress: Obj | None = None
+    statefulset: Obj | None = None
+    node_ready: dict[str, bool] = field(default_factory=dict)  # a node missing here counts as not ready
 
 
 class Reconciler:
@@ -72,7 +75,7 @@ class Reconciler:
         self.metrics = metrics or Metrics()
         self.verified: dict[tuple[str, str], float] = {}  # job -> when its children were last fully applied
 
-    def reconcile(self, namespace: str, name: str) -> Result | None:
+    def reconcile(self, namespace: str, name: str, seen: Seen) -> Result | None:
         """None when the job is gone (or going); otherwise its state and when to look again."""
         started = time.monotonic()
         body = self.kube.get(KIND, namespace, name)
@@ -90,7 +93,7 @@ class Reconciler:
         except SpecError as err:
             decision = decide_invalid(old, str(err), ttl.spec_ttl(None, body.get("spec") or {}), now, generation)
         else:
-            obs = self.observe(job, old.attempt)
+            obs = observe(seen.pods, old.attempt, seen.node_ready, (seen.progress or {}).get("data"), seen.statefulset)
             decision = decide(spec, old, obs, now, generation)
         requeue = self.execute(job, spec, old, decision, obs)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
@@ -99,12 +102,6 @@ class Reconciler:
             return None
         self.metrics.jobs.set(namespace, name, decision.status.state or "Pending")
         return Result(decision.status.state or "Pending", requeue)
-
-    def observe(self, job: JobRef, attempt: int) -> Observation:
-        pods = self.kube.list("Pod", job.namespace, selector(job.name, COMPONENT_WORKER))
-        progress = self.kube.get("ConfigMap", job.namespace, progress_configmap(job.name))
-        sts = self.kube.get("StatefulSet", job.namespace, workers(job.name))
-        return observe(pods, attempt, node_readiness(self.kube, pods), (progress or {}).get("data"), sts)
 
     def execute(self, job: JobRef, spec: DistributedInferenceSpec | None, old: DistributedInferenceStatus,
                 decision: Decision, obs: Observation) -> float | None:

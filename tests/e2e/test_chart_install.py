@@ -111,7 +111,7 @@ def test_namespaced_install_scopes_the_operator(operator: Cluster, job_namespace
             return operator.kubectl("auth", "can-i", account, *args, check=False).stdout.strip() == "yes"
 
         assert can("create", "statefulsets.apps", "-n", watched) and not can("create", "statefulsets.apps", "-n", other)
-        assert can("get", "nodes") and not can("delete", "nodes") and not can("get", "secrets", "-n", watched)
+        assert can("watch", "nodes") and not can("delete", "nodes") and not can("get", "secrets", "-n", watched)
         operator.helm("uninstall", release, "-n", job_namespace, "--wait")
         assert operator.get("crd", CRD) is not None
     finally:

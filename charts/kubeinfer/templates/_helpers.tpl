@@ -76,7 +76,7 @@ operator under these rules).
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch, create, patch]
-# Children of a job: headless Service, worker ServiceAccount, StatefulSet.
+# Children of a job: headless Service, worker ServiceAccount, StatefulSet (watched).
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create, patch, delete]
@@ -85,7 +85,7 @@ operator under these rules).
   verbs: [get, create, patch]
 - apiGroups: [apps]
   resources: [statefulsets]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Worker pods are watched and read for failures; a gang restart deletes them.
 - apiGroups: [""]
   resources: [pods]
@@ -106,10 +106,10 @@ operator under these rules).
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
-# Workers on a NotReady (or vanished) node are restarted elsewhere.
+# Workers on a NotReady (or vanished) node are restarted elsewhere (node readiness is watched).
 - apiGroups: [""]
   resources: [nodes]
-  verbs: [get]
+  verbs: [list, watch]
 # kopf watches namespaces when it serves namespace patterns.
 - apiGroups: [""]
   resources: [namespaces]
