@@ -34,6 +34,7 @@ from kubeinfer_operator.settings import Settings
 log = logging.getLogger(__name__)
 KIND = "DistributedInference"
 REPAIR_SECONDS = 300.0
+WATCH_LAG_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ class Reconciler:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.verified: dict[tuple[str, str], float] = {}  # job -> when its children were last fully applied
+        # job -> (digest, when) of its last full apply: the watches may not show a new child for a while
+        self.applied: dict[tuple[str, str], tuple[str, float]] = {}
 
     def reconcile(self, namespace: str, name: str, seen: Seen) -> Result | None:
         """None when the job is gone (or going); otherwise its state and when to look again."""
@@ -81,7 +83,7 @@ class Reconciler:
         body = self.kube.get(KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.metrics.jobs.forget(namespace, name)
-            self.verified.pop((namespace, name), None)
+            self.applied.pop((namespace, name), None)
             return None
         job, generation = JobRef.from_body(body), body["metadata"].get("generation")
         old = parse_status(body.get("status"))
@@ -128,10 +130,9 @@ class Reconciler:
         return requeue
 
     def ensure_workers(self, job: JobRef, spec: DistributedInferenceSpec, attempt: int, obs: Observation) -> bool:
-        """Apply every child, unless the StatefulSet says they are as desired; True when one was created.
-
-        Unchanged children are still re-read every REPAIR_SECONDS (and after an operator restart), so a
-        child deleted by hand comes back.
+        """Apply every child unless they were applied as desired (by this process, or as the digest on
+        the StatefulSet says); True when one was created. Unchanged children are still re-read every
+        REPAIR_SECONDS, so a child deleted by hand comes back.
         """
         children = [
             (builders.build_progress_configmap(job), True),
@@ -141,19 +142,25 @@ class Reconciler:
             (builders.build_statefulset(job, spec, self.settings.worker_image, attempt), False),
         ]
         digest = hashlib.sha256(json.dumps(children, sort_keys=True).encode()).hexdigest()[:16]
-        key = (job.namespace, job.name)
-        if obs.children_hash == digest and time.monotonic() - self.verified.get(key, -REPAIR_SECONDS) < REPAIR_SECONDS:
+        key, now = (job.namespace, job.name), time.monotonic()
+        applied = self.applied.get(key)
+        if applied is None and obs.children_hash == digest:  # applied before this operator started
+            self.applied[key] = applied = (digest, now)
+        age = now - applied[1] if applied is not None and applied[0] == digest else REPAIR_SECONDS
+        # A StatefulSet the watch does not show yet is taken as on its way for WATCH_LAG_SECONDS only.
+        if age < REPAIR_SECONDS and (obs.statefulset_exists or age < WATCH_LAG_SECONDS):
             return False
         children[-1][0]["metadata"]["annotations"] = {CHILDREN_HASH: digest}  # the StatefulSet goes last
-        created, fresh = False, not obs.statefulset_exists
+        created, fresh = False, applied is None and not obs.statefulset_exists
         for desired, create_only in children:
             _, what = apply.ensure(self.kube, desired, create_only=create_only, likely_missing=fresh)
             created = created or what == "created"
-        self.verified[key] = time.monotonic()
+        self.applied[key] = (digest, time.monotonic())
         return created
 
     def remove_workers(self, job: JobRef) -> None:
         """Tear down the gang (the Service first: no StatefulSet means no Service); the job, its status,
         the ConfigMaps and the outputs stay."""
+        self.applied.pop((job.namespace, job.name), None)
         apply.remove(self.kube, "Service", job.namespace, workers(job.name))
         apply.remove(self.kube, "StatefulSet", job.namespace, workers(job.name))

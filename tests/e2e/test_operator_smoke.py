@@ -27,7 +27,7 @@ from kubeinfer_api.naming import ATTEMPT_ANNOTATION, selector
 from kubeinfer_api.progress import Progress, encode
 from kubeinfer_operator.kube import Kube, load_api_client
 from kubeinfer_operator.permissions import CLUSTER_RULES, NAMESPACED_RULES
-from kubeinfer_operator.reconciler import Reconciler, Seen
+from kubeinfer_operator.reconciler import REPAIR_SECONDS, Reconciler, Seen
 from kubeinfer_operator.settings import Settings
 from localcluster.binaries import free_port, log_tail
 from localcluster.controlplane import ControlPlane
@@ -253,9 +253,17 @@ def seen_now(admin: Kube, ns: str, job: str) -> Seen:
                 statefulset=admin.get("StatefulSet", ns, f"{job}-workers"))
 
 
-def test_a_steady_pass_reads_only_the_job(admin: Kube, crd: None, namespace: str) -> None:
+def test_a_steady_pass_reads_only_the_job(admin: Kube, operator: OperatorProcess, namespace: str) -> None:
     """Requests per pass bound the operator's scale: children come from the watches and are not
     re-applied while unchanged, yet a child deleted by hand is repaired."""
+    operator.stop()  # this test's reconciler is the only one
+    try:
+        steady_pass_reads_only_the_job(admin, namespace)
+    finally:
+        operator.start()
+
+
+def steady_pass_reads_only_the_job(admin: Kube, namespace: str) -> None:
     kube = CountingKube(admin)
     reconciler = Reconciler(kube, Settings(worker_image="kubeinfer/runtime:smoke"))
     create(admin, JobBuilder("ants", namespace).nodes(2))
@@ -267,6 +275,7 @@ def test_a_steady_pass_reads_only_the_job(admin: Kube, crd: None, namespace: str
         reconciler.reconcile(namespace, "ants", seen_now(admin, namespace, "ants"))
     assert kube.calls == ["GET"], "the job itself, and nothing else"
     admin.delete("Service", namespace, "ants-workers")
-    reconciler.verified.clear()  # as after REPAIR_SECONDS, or an operator restart
+    digest, _ = reconciler.applied[(namespace, "ants")]
+    reconciler.applied[(namespace, "ants")] = (digest, time.monotonic() - REPAIR_SECONDS)  # time for a repair
     reconciler.reconcile(namespace, "ants", seen_now(admin, namespace, "ants"))
     assert admin.get("Service", namespace, "ants-workers") is not None, "a child deleted by hand comes back"
