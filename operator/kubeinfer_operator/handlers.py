@@ -51,6 +51,7 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     memo.reconciler = Reconciler(Kube(load_api_client()), config, metrics)
     memo.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")
     memo.wakeups = {}
+    memo.suspends = {}  # job -> spec.suspend as last seen, so only a change wakes its loop
     log.info("kubeinfer operator: worker image %s, metrics port %s", config.worker_image, config.metrics_port)
 
 
@@ -94,8 +95,11 @@ def next_delay(result: Result | None, settings: Settings) -> float:
 
 
 def snapshot(body: kopf.Body) -> dict[str, Any]:
-    """A plain copy of a watched object, safe to read from the reconcile threads."""
-    return copy.deepcopy(dict(body))
+    """A plain copy of a watched object, safe to read from the reconcile threads (managedFields, the
+    bulk of most objects, is never read)."""
+    obj = copy.deepcopy(dict(body))
+    obj.get("metadata", {}).pop("managedFields", None)
+    return obj
 
 
 @kopf.index("", "v1", "pods", labels={COMPONENT_LABEL: COMPONENT_WORKER})
@@ -156,13 +160,19 @@ async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.Daemo
             await nap(wakeup, stopped, delay, memo.settings.wakeup_settle_seconds)
     finally:
         wakeups.pop((namespace, name), None)
+        memo.suspends.pop((namespace, name), None)
         memo.metrics.jobs.forget(namespace, name)
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec.suspend")
-async def suspend_changed(*, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Act on suspend/resume at once instead of at the next resync."""
-    wake(memo, namespace, name)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def suspend_changed(*, name: str, namespace: str | None, spec: Mapping[str, Any], memo: Any,
+                          **_: Any) -> None:
+    """Act on suspend/resume at once instead of at the next resync. An event handler, not on.update:
+    kopf then keeps no last-handled-configuration annotation, one write less per job."""
+    key, suspend = (namespace or "", name), bool(spec.get("suspend", False))
+    if memo.suspends.setdefault(key, suspend) != suspend:
+        memo.suspends[key] = suspend
+        wake(memo, namespace, name)
 
 
 @kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: COMPONENT_WORKER})
