@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shutil
 import signal
 import sys
@@ -113,7 +114,8 @@ def start_operator(plane: ControlPlane, workdir: Path) -> tuple[Path, Path]:
     """kubeinfer-operator as a local process on the admin kubeconfig, watching all namespaces."""
     port = free_port()
     script = Path(sys.executable).parent / "kubeinfer-operator"
-    env = {**plane.env(), "KUBEINFER_WORKER_IMAGE": WORKER_IMAGE, "KUBEINFER_METRICS_PORT": "0"}
+    tuning = {k: v for k, v in os.environ.items() if k.startswith("KUBEINFER_")}  # e.g. RECONCILE_THREADS
+    env = {**plane.env(), **tuning, "KUBEINFER_WORKER_IMAGE": WORKER_IMAGE, "KUBEINFER_METRICS_PORT": "0"}
     # The interpreter is argv[0], so stop_pidfile recognises the process as ours.
     spawn("kubeinfer-operator", [sys.executable, script, "--all-namespaces",
                                  f"--liveness=http://127.0.0.1:{port}/healthz"], plane.logs, env=env)

@@ -8,7 +8,6 @@ pass, so an operator restarted at any moment resumes where the cluster says it i
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,14 +28,31 @@ ERROR_BACKOFF = (2.0, 5.0, 15.0, 30.0, 60.0)
 Wakeups = dict[tuple[str, str], asyncio.Event]
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No on.create/on.update handlers here, so kopf needs no diff base: skip the deep copy of every
+    watched event it would otherwise build, and keep no last-handled-configuration annotation."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return {}
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 @kopf.on.startup()
 def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     """All operator settings in one place: our finalizer, annotation prefix, posting, timeouts."""
     config = Settings.from_env()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PROGRESS_PREFIX, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
+    # Server-side filters: only our children's events reach the operator, not every pod in the cluster.
+    settings.watching.label_selectors["", "v1", "pods"] = f"{COMPONENT_LABEL}={COMPONENT_WORKER}"
+    settings.watching.label_selectors["", "v1", "configmaps"] = f"{COMPONENT_LABEL}={COMPONENT_PROGRESS}"
+    settings.watching.label_selectors["apps", "v1", "statefulsets"] = f"{COMPONENT_LABEL}={COMPONENT_WORKER}"
     # Our own events describe transitions; kopf posts only its warnings and errors as events.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 270
@@ -48,8 +64,8 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     metrics.serve(config.metrics_port)
     memo.settings = config
     memo.metrics = metrics
-    memo.reconciler = Reconciler(Kube(load_api_client()), config, metrics)
-    memo.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="reconcile")
+    memo.reconciler = Reconciler(Kube(load_api_client(pool=config.reconcile_threads * 3)), config, metrics)
+    memo.executor = ThreadPoolExecutor(max_workers=config.reconcile_threads, thread_name_prefix="reconcile")
     memo.wakeups = {}
     memo.suspends = {}  # job -> spec.suspend as last seen, so only a change wakes its loop
     log.info("kubeinfer operator: worker image %s, metrics port %s", config.worker_image, config.metrics_port)
@@ -58,6 +74,7 @@ def configure(*, settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 @kopf.on.cleanup()
 def shutdown(*, memo: Any, **_: Any) -> None:
     memo.executor.shutdown(wait=False, cancel_futures=True)
+    memo.reconciler.close()
 
 
 def wake(memo: Any, namespace: str | None, job: str | None) -> None:
@@ -94,12 +111,17 @@ def next_delay(result: Result | None, settings: Settings) -> float:
     return max(0.5, min(float(base), result.requeue_after))
 
 
-def snapshot(body: kopf.Body) -> dict[str, Any]:
-    """A plain copy of a watched object, safe to read from the reconcile threads (managedFields, the
-    bulk of most objects, is never read)."""
-    obj = copy.deepcopy(dict(body))
-    obj.get("metadata", {}).pop("managedFields", None)
-    return obj
+def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pass reads of a watched object: metadata (less managedFields, the bulk of most objects),
+    a pod's node, status and data. References, not copies: kopf decodes every watch event into new
+    dicts and never changes them afterwards, so the reconcile threads may read them at any time."""
+    raw = dict(body)
+    out: dict[str, Any] = {"metadata": {k: v for k, v in raw.get("metadata", {}).items() if k != "managedFields"}}
+    node = (raw.get("spec") or {}).get("nodeName")
+    if node:
+        out["spec"] = {"nodeName": node}
+    out.update((key, raw[key]) for key in ("status", "data") if key in raw)
+    return out
 
 
 @kopf.index("", "v1", "pods", labels={COMPONENT_LABEL: COMPONENT_WORKER})

@@ -42,10 +42,10 @@ class ApiError(Exception):
         self.body = body
 
 
-def load_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+def load_api_client(kubeconfig: str | None = None, pool: int = 32) -> k8s.ApiClient:
     """In-cluster ServiceAccount when running in a pod, else KUBECONFIG / ~/.kube/config."""
     cfg = k8s.Configuration()
-    cfg.connection_pool_maxsize = 32  # above the reconcile threads (16): no reconnect per request
+    cfg.connection_pool_maxsize = pool  # above the reconcile threads: no reconnect per request
     if kubeconfig is None:
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]

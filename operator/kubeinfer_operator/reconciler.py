@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -76,6 +77,11 @@ class Reconciler:
         self.metrics = metrics or Metrics()
         # job -> (digest, when) of its last full apply: the watches may not show a new child for a while
         self.applied: dict[tuple[str, str], tuple[str, float]] = {}
+        # Children other than the StatefulSet are independent: one pass applies them side by side.
+        self.appliers = ThreadPoolExecutor(max_workers=settings.reconcile_threads, thread_name_prefix="apply")
+
+    def close(self) -> None:
+        self.appliers.shutdown(wait=False, cancel_futures=True)
 
     def reconcile(self, namespace: str, name: str, seen: Seen) -> Result | None:
         """None when the job is gone (or going); otherwise its state and when to look again."""
@@ -151,12 +157,14 @@ class Reconciler:
         if age < REPAIR_SECONDS and (obs.statefulset_exists or age < WATCH_LAG_SECONDS):
             return False
         children[-1][0]["metadata"]["annotations"] = {CHILDREN_HASH: digest}  # the StatefulSet goes last
-        created, fresh = False, applied is None and not obs.statefulset_exists
-        for desired, create_only in children:
-            _, what = apply.ensure(self.kube, desired, create_only=create_only, likely_missing=fresh)
-            created = created or what == "created"
+        fresh = applied is None and not obs.statefulset_exists
+
+        def ensure(child: tuple[Obj, bool]) -> str:
+            return apply.ensure(self.kube, child[0], create_only=child[1], likely_missing=fresh)[1]
+
+        outcomes = [*self.appliers.map(ensure, children[:-1]), ensure(children[-1])]
         self.applied[key] = (digest, time.monotonic())
-        return created
+        return "created" in outcomes
 
     def remove_workers(self, job: JobRef) -> None:
         """Tear down the gang (the Service first: no StatefulSet means no Service); the job, its status,

@@ -28,12 +28,14 @@ class Settings:
     resync_seconds: int = 30
     finished_resync_seconds: int = 300
     wakeup_settle_seconds: float = 1.0
+    reconcile_threads: int = 16
     log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """KUBEINFER_WORKER_IMAGE, KUBEINFER_METRICS_PORT (0 = off), KUBEINFER_NAMESPACES (comma list),
-        KUBEINFER_RESYNC_SECONDS, KUBEINFER_WAKEUP_SETTLE_MS, KUBEINFER_LOG_LEVEL."""
+        KUBEINFER_RESYNC_SECONDS, KUBEINFER_WAKEUP_SETTLE_MS, KUBEINFER_RECONCILE_THREADS,
+        KUBEINFER_LOG_LEVEL."""
         env = dict(os.environ if env is None else env)
         namespaces = tuple(n.strip() for n in env.get("KUBEINFER_NAMESPACES", "").split(",") if n.strip())
         return cls(
@@ -43,5 +45,6 @@ class Settings:
             resync_seconds=max(1, _int(env, "KUBEINFER_RESYNC_SECONDS", 30)),
             finished_resync_seconds=max(1, _int(env, "KUBEINFER_FINISHED_RESYNC_SECONDS", 300)),
             wakeup_settle_seconds=max(0, _int(env, "KUBEINFER_WAKEUP_SETTLE_MS", 1000)) / 1000,
+            reconcile_threads=max(1, _int(env, "KUBEINFER_RECONCILE_THREADS", 16)),
             log_level=(env.get("KUBEINFER_LOG_LEVEL") or "INFO").upper(),
         )

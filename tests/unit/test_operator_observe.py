@@ -6,6 +6,7 @@ import pytest
 from unit.builders import PodBuilder, gang
 
 from kubeinfer_api.progress import Progress, encode
+from kubeinfer_operator.handlers import snapshot
 from kubeinfer_operator.observe import observe
 
 READY = {"node-1": True, "node-2": True}
@@ -25,7 +26,7 @@ def test_pods_of_an_older_attempt_are_stale_and_their_failures_ignored() -> None
     assert not obs.all_running(1)  # stale pods still around
 
 
-@pytest.mark.parametrize(("pod", "reason", "message_part", "exit_code"), [
+FAILURES = [
     (PodBuilder().crashed(exit_code=3, message="Traceback: boom"), "WorkerFailed", "boom", 3),
     (PodBuilder().crashed(exit_code=1, restarted=False), "WorkerFailed", "Error (exit code 1)", 1),
     (PodBuilder().crashed(exit_code=137, reason="OOMKilled"), "WorkerFailed", "OOMKilled", 137),
@@ -35,12 +36,27 @@ def test_pods_of_an_older_attempt_are_stale_and_their_failures_ignored() -> None
     (PodBuilder().running().disrupted("Evicted by the Eviction API").deleted(), "PodEvicted", "Eviction API", None),
     (PodBuilder().evicted_by_kubelet(), "PodEvicted", "low on memory", None),
     (PodBuilder().running().node("node-2"), "NodeNotReady", "node-2", None),
-])
+]
+
+
+@pytest.mark.parametrize(("pod", "reason", "message_part", "exit_code"), FAILURES)
 def test_failure_classification(pod: PodBuilder, reason: str, message_part: str, exit_code: int | None) -> None:
     obs = observe([pod.obj()], 0, {"node-1": True, "node-2": False}, None, STS)
     assert obs.failure is not None
     assert obs.failure.reason == reason and message_part in obs.failure.message
     assert obs.failure.exit_code == exit_code and obs.failure.pod == "cats-workers-0"
+
+
+@pytest.mark.parametrize("pod", [case[0] for case in FAILURES] + [PodBuilder().running(), PodBuilder().attempt(3)])
+def test_the_watch_snapshot_keeps_what_observe_reads(pod: PodBuilder) -> None:
+    full = pod.obj()
+    full["metadata"]["managedFields"] = [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]
+    full.setdefault("spec", {})["containers"] = [{"name": "worker", "image": "runtime:1"}]
+    slim = snapshot(full)
+    assert "managedFields" not in slim["metadata"] and "containers" not in slim.get("spec", {})
+    nodes = {"node-1": True, "node-2": False}
+    assert observe([slim], 3, nodes, None, STS) == observe([full], 3, nodes, None, STS)
+    assert observe([slim], 0, nodes, None, STS) == observe([full], 0, nodes, None, STS)
 
 
 def test_worker_reason_is_not_repeated_in_the_message() -> None:
