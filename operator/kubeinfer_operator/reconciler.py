@@ -8,7 +8,6 @@ already records every restart it began.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -104,11 +103,7 @@ class Reconciler:
         else:
             obs = observe(seen.pods, old.attempt, seen.node_ready, (seen.progress or {}).get("data"), seen.statefulset)
             decision = decide(spec, old, obs, now, generation)
-        requeue, created = self.execute(job, spec, old, decision, obs)
-        if created and spec is not None:  # report Created in the same pass: the children exist now
-            obs = dataclasses.replace(obs, statefulset_exists=True)
-            old, decision = decision.status, decide(spec, decision.status, obs, datetime.now(UTC), generation)
-            requeue, _ = self.execute(job, spec, old, decision, obs)
+        requeue = self.execute(job, spec, old, decision, obs)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
         if decision.delete_job:
             self.metrics.jobs.forget(namespace, name)
@@ -117,15 +112,15 @@ class Reconciler:
         return Result(decision.status.state or "Pending", requeue)
 
     def execute(self, job: JobRef, spec: DistributedInferenceSpec | None, old: DistributedInferenceStatus,
-                decision: Decision, obs: Observation) -> tuple[float | None, bool]:
-        """Status first, then children, pods, events, and at last the job itself (TTL); returns when
-        to look again and whether a child was created."""
-        created = False
+                decision: Decision, obs: Observation) -> float | None:
+        """Status first, then children, pods, events, and at last the job itself (TTL)."""
+        requeue = decision.requeue_after
         if decision.status != old:
             body = decision.status.model_dump(by_alias=True, exclude_none=True, mode="json")
             self.kube.patch(KIND, job.namespace, job.name, {"status": body}, subresource="status")
         if decision.workers and spec is not None:
-            created = self.ensure_workers(job, spec, decision.status.attempt, obs)
+            if self.ensure_workers(job, spec, decision.status.attempt, obs):
+                requeue = 1.0  # report Created as soon as the children exist
         elif obs.statefulset_exists or spec is None:
             self.remove_workers(job)
         for pod in decision.delete_pods:
@@ -138,7 +133,7 @@ class Reconciler:
         if decision.delete_job:
             log.info("%s/%s: ttlSecondsAfterFinished passed, deleting the job", job.namespace, job.name)
             self.kube.delete(KIND, job.namespace, job.name)
-        return decision.requeue_after, created
+        return requeue
 
     def ensure_workers(self, job: JobRef, spec: DistributedInferenceSpec, attempt: int, obs: Observation) -> bool:
         """Apply every child unless they were applied as desired (by this process, or as the digest on
