@@ -1,8 +1,9 @@
 """Thin kopf handlers: one level-based reconcile loop per job, woken by the job's pods and progress.
 
 A per-job daemon is the only writer of a job's status and children, so passes never race; watches on
-worker pods and progress ConfigMaps only wake it. Everything is read back from the cluster on each
-pass, so an operator restarted at any moment resumes where the cluster says it is.
+worker pods and progress ConfigMaps wake it and keep its children in memory (kopf indexes, filtered
+by label on the server). Each pass reads the job itself from the apiserver and nothing is kept that
+the cluster does not hold, so an operator restarted at any moment resumes where the cluster says it is.
 """
 
 from __future__ import annotations
