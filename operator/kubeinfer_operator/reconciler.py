@@ -77,7 +77,7 @@ class Reconciler:
         self.metrics = metrics or Metrics()
         # job -> (digest, when) of its last full apply: the watches may not show a new child for a while
         self.applied: dict[tuple[str, str], tuple[str, float]] = {}
-        # Children other than the StatefulSet are independent: one pass applies them side by side.
+        # A pass applies independent children side by side.
         self.appliers = ThreadPoolExecutor(max_workers=settings.reconcile_threads, thread_name_prefix="apply")
 
     def close(self) -> None:
@@ -162,7 +162,11 @@ class Reconciler:
         def ensure(child: tuple[Obj, bool]) -> str:
             return apply.ensure(self.kube, child[0], create_only=child[1], likely_missing=fresh)[1]
 
-        outcomes = [*self.appliers.map(ensure, children[:-1]), ensure(children[-1])]
+        # In waves: a RoleBinding's Role must exist first (the apiserver resolves the roleRef to check
+        # for privilege escalation), and the StatefulSet's digest says every other child was applied.
+        waves = [[c for c in children[:-1] if c[0]["kind"] != "RoleBinding"],
+                 [c for c in children if c[0]["kind"] == "RoleBinding"], children[-1:]]
+        outcomes = [what for wave in waves for what in self.appliers.map(ensure, wave)]
         self.applied[key] = (digest, time.monotonic())
         return "created" in outcomes
 

@@ -22,6 +22,7 @@ import yaml
 from unit.builders import JobBuilder
 
 from e2e.conftest import Kubectl, wait_for
+from e2e.support.cluster import OPERATOR_NAMESPACE
 from kubeinfer_api.crd import build_crd
 from kubeinfer_api.naming import ATTEMPT_ANNOTATION, selector
 from kubeinfer_api.progress import Progress, encode
@@ -34,6 +35,7 @@ from localcluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 60
+CHART_PODS = "app.kubernetes.io/name=kubeinfer"  # the chart's operator Deployment and its pods
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +77,33 @@ class OperatorProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def assert_no_failed_pass(self) -> None:
+        """Under exactly its RBAC, no reconcile pass may fail (a pass retried later hides a real bug)."""
+        text = self.log.read_text(errors="replace")
+        assert "reconcile failed" not in text, text[text.index("reconcile failed") - 200:][:3000]
+
 
 @pytest.fixture(scope="module")
-def operator(control_plane: ControlPlane, crd: None, kubectl: Kubectl,
+def sole_operator(kubectl: Kubectl) -> Iterator[None]:
+    """The chart's operator, which other e2e modules leave running cluster-wide, sleeps through this
+    module: what these tests see must be done by this module's operator (and its RBAC) alone."""
+    found = kubectl("get", "deployments", "-n", OPERATOR_NAMESPACE, "-l", CHART_PODS, "-o", "name", check=False)
+    deployments = found.stdout.split() if found.returncode == 0 else []
+    running = kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", CHART_PODS, "-o", "name", check=False)
+    assert deployments or not running.stdout.strip(), f"the chart's operator is not a Deployment: {running.stdout}"
+    for deployment in deployments:
+        kubectl("scale", deployment, "-n", OPERATOR_NAMESPACE, "--replicas=0")
+    if deployments:
+        kubectl("wait", "--for=delete", "pods", "-n", OPERATOR_NAMESPACE, "-l", CHART_PODS, "--timeout=90s",
+                check=False, timeout=120)
+        assert not kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", CHART_PODS, "-o", "name").stdout.strip()
+    yield
+    for deployment in deployments:
+        kubectl("scale", deployment, "-n", OPERATOR_NAMESPACE, "--replicas=1")
+
+
+@pytest.fixture(scope="module")
+def operator(control_plane: ControlPlane, crd: None, kubectl: Kubectl, sole_operator: None,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator under a ServiceAccount bound to exactly kubeinfer_operator.permissions."""
     ns, name = f"kubeinfer-{uuid.uuid4().hex[:5]}", "kubeinfer-operator"
@@ -195,6 +221,7 @@ def test_children_gang_restart_and_max_restarts(admin: Kube, operator: OperatorP
                                 if e["involvedObject"].get("name") == "cats"}, f"events {wanted}", TIMEOUT)
     # ttlSecondsAfterFinished: 3
     wait_for(lambda: admin.get("DistributedInference", namespace, "cats") is None, "TTL deletion", TIMEOUT)
+    operator.assert_no_failed_pass()
 
 
 def test_suspend_resume_and_completion(admin: Kube, operator: OperatorProcess, namespace: str) -> None:
@@ -218,6 +245,7 @@ def test_suspend_resume_and_completion(admin: Kube, operator: OperatorProcess, n
              and admin.get("Service", namespace, "dogs-workers") is None, "workers torn down", TIMEOUT)
     assert admin.get("ConfigMap", namespace, "dogs-progress") is not None
     assert admin.get("DistributedInference", namespace, "dogs") is not None
+    operator.assert_no_failed_pass()
 
 
 def test_pod_deletion_spares_a_successor_with_the_same_name(admin: Kube, namespace: str) -> None:
@@ -279,3 +307,27 @@ def steady_pass_reads_only_the_job(admin: Kube, namespace: str) -> None:
     reconciler.applied[(namespace, "ants")] = (digest, time.monotonic() - REPAIR_SECONDS)  # time for a repair
     reconciler.reconcile(namespace, "ants", seen_now(admin, namespace, "ants"))
     assert admin.get("Service", namespace, "ants-workers") is not None, "a child deleted by hand comes back"
+
+
+class RoleLastKube(Kube):
+    """The operator's own credentials, with every Role create held back a moment."""
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if method == "POST" and url.endswith("/roles"):
+            time.sleep(0.5)
+        return super().request(method, url, *args, **kwargs)
+
+
+def test_worker_rbac_is_created_role_first(operator: OperatorProcess, admin: Kube, namespace: str) -> None:
+    """The apiserver refuses a RoleBinding whose Role does not exist yet (it resolves the roleRef to
+    check for escalation), so a pass that sends them side by side fails under the operator's RBAC."""
+    operator.stop()  # this test's reconciler is the only one
+    try:
+        kube = RoleLastKube(load_api_client(str(operator.kubeconfig)))
+        reconciler = Reconciler(kube, Settings(worker_image="kubeinfer/runtime:smoke"))
+        create(admin, JobBuilder("owls", namespace).nodes(1))
+        reconciler.reconcile(namespace, "owls", Seen())
+        assert admin.get("RoleBinding", namespace, "owls-worker") is not None
+        assert admin.get("StatefulSet", namespace, "owls-workers") is not None
+    finally:
+        operator.start()
