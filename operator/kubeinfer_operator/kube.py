@@ -23,7 +23,6 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "ServiceAccount": ("/api/v1", "serviceaccounts", True),
     "Pod": ("/api/v1", "pods", True),
     "Event": ("/api/v1", "events", True),
-    "Node": ("/api/v1", "nodes", False),
     "StatefulSet": ("/apis/apps/v1", "statefulsets", True),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
