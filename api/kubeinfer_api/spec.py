@@ -57,8 +57,8 @@ class InputsSpec(SpecModel):
         cel("has(self.prompts) != has(self.uri)",
             "set exactly one of inputs.prompts (inline list) or inputs.uri (a JSONL file)"),
     ]})
-    prompts: list[str] | None = Field(None, max_length=1000, description=(
-        "Inline prompts (up to 1000; use inputs.uri for more)."))
+    prompts: list[str] | None = Field(None, min_length=1, max_length=1000, description=(
+        "Inline prompts (1 to 1000; use inputs.uri for more)."))
     uri: str | None = Field(None, max_length=2048, pattern=STORE_URI_PATTERN, description=(
         'JSONL, one item per line: {"id": ..., "prompt": ..., optional per-item parameters and seed}.'))
 

@@ -21,6 +21,11 @@ PATTERN_HINTS = {
     STORE_URI_PATTERN: "use s3://, gs://, az://, file:///path or an absolute path (hf:// serves models only)",
 }
 
+#: The fix, for errors whose pydantic message names none: (field path..., error type) -> hint.
+FIELD_HINTS = {
+    ("inputs", "prompts", "too_short"): "list at least one prompt, or use inputs.uri (a JSONL file)",
+}
+
 
 class SpecError(ValueError):
     """A spec that can never run; the message lists every problem, one per line."""
@@ -36,7 +41,9 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 def _message(error: Any) -> str:
     hint = PATTERN_HINTS.get((error.get("ctx") or {}).get("pattern", ""))
-    return f"{hint} (got {error['input']!r})" if hint else str(error["msg"])
+    if hint:
+        return f"{hint} (got {error['input']!r})"
+    return FIELD_HINTS.get((*error["loc"], error["type"]), str(error["msg"]))
 
 
 def parse_spec(raw: dict[str, Any]) -> DistributedInferenceSpec:

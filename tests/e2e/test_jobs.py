@@ -36,9 +36,14 @@ JOB_TIMEOUT = 900  # all examples share 2 CPU cores
 PIXEL_TOLERANCE = {"context-ring": 1, "context-ulysses": 1}
 
 
+#: Every example runs where the apiserver admits only pods of the restricted Pod Security Standard.
+RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
+
+
 @pytest.fixture(scope="module")
 def job_namespace(nodes: Cluster) -> Iterator[str]:
     name = new_job_namespace(nodes, "examples")
+    nodes.kubectl("label", "namespace", name, RESTRICTED)
     yield name
     nodes.delete_namespace(name)
 

@@ -46,6 +46,7 @@ APISERVER_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("batch size 0", spec(strategy__batchSize=0), "spec.strategy.batchSize"),
     ("negative seed", spec(task__seed=-1), "spec.task.seed"),
     ("too many prompts", spec(inputs__prompts=["p"] * 1001), "spec.inputs.prompts"),
+    ("no prompts", spec(inputs__prompts=[]), "spec.inputs.prompts in body should have at least 1 items"),
     ("endpoint not http", spec(output__endpointUrl="ftp://minio"), "spec.output.endpointUrl"),
     ("pipeline class", spec(model__pipeline="1Flux"), "spec.model.pipeline"),
     ("task enum", spec(task__type="image-to-video"), "spec.task.type"),

@@ -41,6 +41,7 @@ def test_minimal_spec_gets_defaults() -> None:
     ({"strategy__type": "tensor"}, "spec.strategy.type"),
     ({"workers__gpuPerNode": 1}, "spec.workers.gpuPerNode"),
     ({"inputs": {}}, "exactly one of inputs.prompts"),
+    ({"inputs": {"prompts": []}}, "spec.inputs.prompts: list at least one prompt"),
     ({"inputs": {"prompts": ["a"], "uri": "s3://b/p.jsonl"}}, "exactly one of inputs.prompts"),
     ({"strategy__type": "context"}, "strategy.context: required"),
     ({"strategy__type": "context", "strategy__context": {"ulyssesDegree": 2}, "workers__nodes": 3},

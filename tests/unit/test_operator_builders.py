@@ -108,15 +108,23 @@ def test_no_credentials_without_secrets() -> None:
     assert not any(k.startswith(("AWS_", "KUBEINFER_MODEL_", "HF_")) for k in env(JobBuilder()))
 
 
+DEFAULTS = {"cpu": "500m", "memory": "1Gi"}
+
+
 @pytest.mark.parametrize(("job", "limits", "requests"), [
-    (JobBuilder().gpus(4), {"nvidia.com/gpu": "4"}, {"nvidia.com/gpu": "4"}),
-    (JobBuilder(), None, None),
+    (JobBuilder().gpus(4), {"nvidia.com/gpu": "4"}, {**DEFAULTS, "nvidia.com/gpu": "4"}),
+    (JobBuilder(), None, DEFAULTS),
     # gpusPerNode is the truth: a user's own nvidia.com/gpu is replaced, other resources pass through
     (JobBuilder().gpus(2).set("workers.resources", {"limits": {"nvidia.com/gpu": 8, "memory": "64Gi"},
                                                     "requests": {"cpu": 4}}),
      {"nvidia.com/gpu": "2", "memory": "64Gi"}, {"cpu": "4", "nvidia.com/gpu": "2"}),
+    # A default request never exceeds a limit the user set: a resource with a limit gets no default.
+    (JobBuilder().set("workers.resources", {"limits": {"cpu": "250m"}}), {"cpu": "250m"}, {"memory": "1Gi"}),
+    (JobBuilder().set("workers.resources", {"requests": {"memory": "3Gi"}}), None, {"cpu": "500m", "memory": "3Gi"}),
 ])
-def test_gpu_resources(job: JobBuilder, limits: dict[str, str] | None, requests: dict[str, str] | None) -> None:
+def test_gpu_and_default_resources(
+    job: JobBuilder, limits: dict[str, str] | None, requests: dict[str, str] | None
+) -> None:
     res = container(job)["resources"]
     assert res.get("limits") == limits and res.get("requests") == requests
 
@@ -137,7 +145,29 @@ def test_restricted_security_context() -> None:
     assert ctx["runAsNonRoot"] and ctx["runAsUser"] == 1000
     assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"] == {"drop": ["ALL"]}
     assert ctx["seccompProfile"] == {"type": "RuntimeDefault"} == pod["seccompProfile"]
+    assert ctx["readOnlyRootFilesystem"] is True
     assert pod["runAsNonRoot"] is True
+
+
+def test_home_and_tmp_are_writable_emptydirs_under_a_read_only_root() -> None:
+    job = JobBuilder()
+    volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
+    for path in ("/tmp", "/home/kubeinfer"):
+        assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": {}}, path
+    assert env(job)["HOME"] == "/home/kubeinfer", "caches (~/.cache, HF_HOME) must land on the emptyDir"
+    writable = {m["mountPath"] for m in container(job)["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/tmp", "/home/kubeinfer", "/dev/shm"}
+
+
+def test_a_user_volume_at_tmp_replaces_ours() -> None:
+    job = (JobBuilder().set("workers.volumes", [{"name": "scratch", "emptyDir": {"medium": "Memory"}}])
+           .set("workers.volumeMounts", [{"name": "scratch", "mountPath": "/tmp/"}]))
+    mounts = [m["mountPath"].rstrip("/") for m in container(job)["volumeMounts"]]
+    assert mounts.count("/tmp") == 1 and "/home/kubeinfer" in mounts
+    names = [v["name"] for v in pod_spec(job)["volumes"]]
+    assert "kubeinfer-tmp" not in names and len(names) == len(set(names))
+    assert env(JobBuilder().env("HOME", "/data"))["HOME"] == "/data"
 
 
 def test_container_basics() -> None:
@@ -171,7 +201,8 @@ def test_absent_passthrough_fields_are_not_set() -> None:
 def test_user_volumes_and_mounts_are_added_after_ours() -> None:
     job = (JobBuilder().set("workers.volumes", [{"name": "models", "persistentVolumeClaim": {"claimName": "m"}}])
            .set("workers.volumeMounts", [{"name": "models", "mountPath": "/models"}]))
-    assert [v["name"] for v in pod_spec(job)["volumes"]] == ["job-config", "dshm", "models"]
+    assert [v["name"] for v in pod_spec(job)["volumes"]] == ["job-config", "dshm", "kubeinfer-home",
+                                                             "kubeinfer-tmp", "models"]
     assert container(job)["volumeMounts"][-1] == {"name": "models", "mountPath": "/models"}
 
 

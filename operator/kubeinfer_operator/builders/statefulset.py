@@ -16,27 +16,24 @@ from kubeinfer_api.naming import (
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_operator.builders.common import COMPONENT_WORKER, JobRef, Obj, metadata
 from kubeinfer_operator.builders.env import worker_env
+from kubeinfer_operator.builders.podsecurity import (
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    default_requests,
+    scratch_mounts,
+    scratch_volumes,
+)
 
 GPU_RESOURCE = "nvidia.com/gpu"
-WORKER_UID = 1000
 CONTAINER = "worker"
-
-RESTRICTED_CONTAINER: Obj = {
-    "runAsNonRoot": True, "runAsUser": WORKER_UID, "runAsGroup": WORKER_UID,
-    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-RESTRICTED_POD: Obj = {
-    "runAsNonRoot": True, "runAsUser": WORKER_UID, "runAsGroup": WORKER_UID, "fsGroup": WORKER_UID,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def resources(spec: DistributedInferenceSpec) -> Obj:
-    """The user's resources, with nvidia.com/gpu forced to gpusPerNode (the world size depends on it)."""
+    """The user's resources, with nvidia.com/gpu forced to gpusPerNode (the world size depends on it)
+    and default cpu/memory requests where the user set none."""
     user = spec.workers.resources
     limits: dict[str, Any] = dict(user.limits) if user else {}
-    requests: dict[str, Any] = dict(user.requests) if user else {}
+    requests: dict[str, Any] = default_requests(limits, dict(user.requests) if user else {})
     limits.pop(GPU_RESOURCE, None)
     requests.pop(GPU_RESOURCE, None)
     if spec.workers.gpus_per_node > 0:
@@ -61,6 +58,7 @@ def container(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
         "volumeMounts": [
             {"name": "job-config", "mountPath": JOB_MOUNT_DIR, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *scratch_mounts(w.volume_mounts),
             *w.volume_mounts,
         ],
         "securityContext": RESTRICTED_CONTAINER,
@@ -84,6 +82,7 @@ def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
             {"name": "job-config", "configMap": {"name": job_configmap(job.name)}},
             # Memory-backed: the 64 MiB default /dev/shm breaks NCCL and dataloaders.
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(w.shm_size)}},
+            *scratch_volumes(w.volume_mounts),
             *w.volumes,
         ],
     }
