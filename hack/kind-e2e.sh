@@ -24,8 +24,9 @@ SPARE_TAINT=kubeinfer-e2e/spare=true:NoSchedule
 # The runtime image on CPU: kind nodes have no GPUs, and the CPU wheels keep the image small.
 RUNTIME_BUILD_ARGS=(--build-arg CUDA_IMAGE=ubuntu:24.04 --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu)
 # The files of the suite that run on any cluster; the rest test the local cluster itself.
+# tests/e2e/kindonly needs a CNI that enforces NetworkPolicy (kindnet does; the local cluster does not).
 E2E_TESTS=(tests/e2e/test_chart_install.py tests/e2e/test_validation_apiserver.py tests/e2e/test_jobs.py
-  tests/e2e/test_faults.py)
+  tests/e2e/test_faults.py tests/e2e/test_security.py tests/e2e/kindonly)
 
 log() { printf '[kind-e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }

@@ -129,6 +129,9 @@ class WorkersSpec(SpecModel):
     pod_labels: dict[str, str] = Field(default_factory=dict)
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     shm_size: Quantity = Field("8Gi", description="Size of the memory-backed /dev/shm (NCCL needs > 64Mi).")
+    network_policy: bool = Field(True, description=(
+        "A NetworkPolicy lets only this job's pods reach its workers (the metrics port stays open); "
+        "false: none."))
 
 
 class RendezvousSpec(SpecModel):

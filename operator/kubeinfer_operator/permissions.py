@@ -22,6 +22,8 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
     # Watched (an index), so a pass reads its StatefulSet from memory.
     {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "list", "watch", "create", "patch",
                                                                       "delete"]},
+    # The job's NetworkPolicy (workers.networkPolicy); deleted with the job by the garbage collector.
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "create", "patch"]},
     # Worker pods are watched and read for failures; a gang restart deletes them.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "delete"]},
     # The worker Role (get/patch on one ConfigMap) is grantable because the operator holds those verbs.

@@ -145,6 +145,9 @@ class Reconciler:
             (builders.build_job_configmap(job, spec, build_plan(spec)), False),
             *((obj, False) for obj in builders.build_worker_rbac(job)),
             (builders.build_service(job, spec), False),
+            # Before the StatefulSet (the last wave): no worker port is ever open to other pods.
+            *([(builders.build_network_policy(job, spec, self.settings.metrics_scrapers), False)]
+              if spec.workers.network_policy else []),
             (builders.build_statefulset(job, spec, self.settings.worker_image, attempt), False),
         ]
         digest = hashlib.sha256(json.dumps(children, sort_keys=True).encode()).hexdigest()[:16]

@@ -20,6 +20,14 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r}: expected an integer (seconds or a port)") from None
 
 
+def _labels(env: dict[str, str], name: str) -> dict[str, str]:
+    pairs = [p.strip() for p in env.get(name, "").split(",") if p.strip()]
+    bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0].strip()]
+    if bad:
+        raise ValueError(f"{name}: expected key=value pairs separated by commas, got {bad}")
+    return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+
+
 @dataclass(frozen=True)
 class Settings:
     worker_image: str = DEFAULT_WORKER_IMAGE
@@ -30,12 +38,14 @@ class Settings:
     wakeup_settle_seconds: float = 1.0
     reconcile_threads: int = 16
     log_level: str = "INFO"
+    #: Labels of the namespaces that may scrape worker metrics through a job's NetworkPolicy; empty: any.
+    metrics_scrapers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """KUBEINFER_WORKER_IMAGE, KUBEINFER_METRICS_PORT (0 = off), KUBEINFER_NAMESPACES (comma list),
         KUBEINFER_RESYNC_SECONDS, KUBEINFER_WAKEUP_SETTLE_MS, KUBEINFER_RECONCILE_THREADS,
-        KUBEINFER_LOG_LEVEL."""
+        KUBEINFER_LOG_LEVEL, KUBEINFER_METRICS_SCRAPERS (namespace labels, `k=v,k2=v2`)."""
         env = dict(os.environ if env is None else env)
         namespaces = tuple(n.strip() for n in env.get("KUBEINFER_NAMESPACES", "").split(",") if n.strip())
         return cls(
@@ -47,4 +57,5 @@ class Settings:
             wakeup_settle_seconds=max(0, _int(env, "KUBEINFER_WAKEUP_SETTLE_MS", 1000)) / 1000,
             reconcile_threads=max(1, _int(env, "KUBEINFER_RECONCILE_THREADS", 16)),
             log_level=(env.get("KUBEINFER_LOG_LEVEL") or "INFO").upper(),
+            metrics_scrapers=_labels(env, "KUBEINFER_METRICS_SCRAPERS"),
         )

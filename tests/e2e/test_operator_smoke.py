@@ -22,6 +22,7 @@ import yaml
 from unit.builders import JobBuilder
 
 from e2e.conftest import Kubectl, wait_for
+from e2e.support import policies
 from e2e.support.cluster import OPERATOR_NAMESPACE
 from kubeinfer_api.crd import build_crd
 from kubeinfer_api.naming import ATTEMPT_ANNOTATION, selector
@@ -30,7 +31,7 @@ from kubeinfer_operator.kube import Kube, load_api_client
 from kubeinfer_operator.permissions import CLUSTER_RULES, NAMESPACED_RULES
 from kubeinfer_operator.reconciler import REPAIR_SECONDS, Reconciler, Seen
 from kubeinfer_operator.settings import Settings
-from localcluster.binaries import free_port, log_tail
+from localcluster.binaries import binary, free_port, log_tail
 from localcluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.e2e
@@ -105,7 +106,8 @@ def sole_operator(kubectl: Kubectl) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def operator(control_plane: ControlPlane, crd: None, kubectl: Kubectl, sole_operator: None,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """The operator under a ServiceAccount bound to exactly kubeinfer_operator.permissions."""
+    """The operator under a ServiceAccount bound to exactly kubeinfer_operator.permissions, and under the
+    chart's operator-scope admission policy (it may change only its own objects)."""
     ns, name = f"kubeinfer-{uuid.uuid4().hex[:5]}", "kubeinfer-operator"
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": ns},
             "rules": NAMESPACED_RULES + CLUSTER_RULES}
@@ -115,6 +117,9 @@ def operator(control_plane: ControlPlane, crd: None, kubectl: Kubectl, sole_oper
     kubectl("create", "namespace", ns)
     kubectl("create", "serviceaccount", name, "-n", ns)
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all([role, binding]))
+    policy = policies.render(str(binary("helm")), policies.OPERATOR_SCOPE, ns, ns, f"serviceAccount.name={name}")
+    kubectl("apply", "-f", "-", input=policy)
+    policies.wait_until_enforced(kubectl, f"system:serviceaccount:{ns}:{name}", ns)
     process = OperatorProcess(control_plane.kubeconfig_for_serviceaccount(ns, name),
                               tmp_path_factory.mktemp("operator") / "operator.log")
     process.start()
@@ -122,6 +127,7 @@ def operator(control_plane: ControlPlane, crd: None, kubectl: Kubectl, sole_oper
     process.stop()
     print(log_tail(process.log, 80))
     kubectl("delete", "clusterrolebinding,clusterrole", ns, "--ignore-not-found")
+    kubectl("delete", "--ignore-not-found", "-f", "-", input=policy)
     kubectl("delete", "namespace", ns, "--wait=false")
 
 

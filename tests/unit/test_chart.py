@@ -73,7 +73,8 @@ def test_lint_strict_passes() -> None:
 
 def test_default_render_runs_one_restricted_operator() -> None:
     docs = render()
-    assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"}
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
+                                         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     deployment = only(docs, "Deployment")
     assert deployment["metadata"]["namespace"] == NAMESPACE
     assert deployment["spec"]["replicas"] == 1

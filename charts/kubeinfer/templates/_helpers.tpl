@@ -46,6 +46,20 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The operator's identity as the apiserver sees it (admission policies match on it). */}}
+{{- define "kubeinfer.operatorUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "kubeinfer.serviceAccountName" .) }}
+{{- end }}
+
+{{/* A label map as `k=v,k2=v2` (sorted keys). */}}
+{{- define "kubeinfer.labelList" -}}
+{{- $pairs := list }}
+{{- range $key, $value := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{- define "kubeinfer.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -86,6 +100,10 @@ operator under these rules).
 - apiGroups: [apps]
   resources: [statefulsets]
   verbs: [get, list, watch, create, patch, delete]
+# The job's NetworkPolicy (workers.networkPolicy); deleted with the job by the garbage collector.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, patch]
 # Worker pods are watched and read for failures; a gang restart deletes them.
 - apiGroups: [""]
   resources: [pods]
