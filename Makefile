@@ -7,7 +7,7 @@ export UV_CACHE_DIR := $(CACHE)/uv
 export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
-.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds tools dev-cluster dev-cluster-down bench clean bench-scale
+.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,6 +46,12 @@ lint: venv  ## ruff and mypy (the CRD drift check is a unit test)
 crds: venv  ## regenerate crds/ and the chart's copy from the pydantic models
 	$(PY) -m kubeinfer_api.crd --write
 
+docs: venv  ## build the docs site (mkdocs.yml, docs/) with --strict into site/
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: venv  ## serve the docs site with live reload on http://127.0.0.1:8000
+	$(VENV)/bin/mkdocs serve
+
 dev-cluster: venv tools  ## start a local control plane, node agent, S3 server and the operator
 	$(PY) -m localcluster up
 
@@ -56,7 +62,7 @@ bench: venv  ## runtime overhead and upload-overlap benchmarks
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) outputs site .pytest_cache .mypy_cache .ruff_cache
 
 bench-scale: venv  ## 1,000 jobs: kubeinfer-operator vs the JobSet controller on a local control plane
 	bash hack/build-tools.sh kubernetes etcd jobset
