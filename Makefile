@@ -43,14 +43,16 @@ lint: venv  ## ruff and mypy (the CRD drift check is a unit test)
 	$(VENV)/bin/ruff check api operator runtime tests bench
 	$(VENV)/bin/mypy
 
-crds: venv  ## regenerate crds/ and the chart's copy from the pydantic models
+crds: venv  ## regenerate crds/, the chart's copy and docs/reference/fields.md from the pydantic models
 	$(PY) -m kubeinfer_api.crd --write
+	$(PY) -m kubeinfer_api.reference --write
 
-docs: venv  ## build the docs site (mkdocs.yml, docs/) with --strict into site/
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+docs: venv  ## regenerate docs/reference/fields.md, then build the docs site with --strict into site/
+	$(PY) -m kubeinfer_api.reference --write
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 docs-serve: venv  ## serve the docs site with live reload on http://127.0.0.1:8000
-	$(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 dev-cluster: venv tools  ## start a local control plane, node agent, S3 server and the operator
 	$(PY) -m localcluster up

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from markdown.extensions.toc import slugify
 
+from kubeinfer_api import reference
 from kubeinfer_api.validation import parse_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,3 +110,24 @@ def test_manifests_in_the_docs_are_valid() -> None:
                 parse_manifest(doc)
                 checked += 1
     assert checked >= 2, "the README's first job and the task page's job"
+
+
+def test_field_reference_is_generated_from_the_models() -> None:
+    assert reference.main(["--check"]) == 0, "docs/reference/fields.md is stale: run `make docs` (or `make crds`)"
+
+
+def test_every_spec_field_has_a_description() -> None:
+    assert reference.undocumented() == [], "give these fields a description= in api/kubeinfer_api/spec.py"
+
+
+@pytest.mark.parametrize(("node", "expected"), [
+    ({"type": "integer", "minimum": 1, "maximum": 64}, "integer, 1 … 64"),
+    ({"type": "integer", "minimum": 0}, "integer ≥ 0"),
+    ({"type": "string", "enum": ["a", "b"]}, "`a` \\| `b`"),
+    ({"type": "string", "maxLength": 253}, "string (≤ 253)"),
+    ({"type": "array", "maxItems": 16, "items": {"type": "object", "properties": {"name": {}}}},
+     "list of `{name}` (≤ 16)"),
+    ({"type": "object", "additionalProperties": {"x-kubernetes-int-or-string": True}}, "map string → quantity"),
+])
+def test_field_types_are_rendered_from_the_schema(node: dict[str, object], expected: str) -> None:
+    assert reference.type_of(node) == expected
