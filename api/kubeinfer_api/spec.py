@@ -116,7 +116,8 @@ class ResourceRequirements(SpecModel):
     model_config = ConfigDict(alias_generator=None, extra="forbid")
     limits: dict[str, Quantity] = Field(default_factory=dict, description=(
         "Container limits; nvidia.com/gpu is set from gpusPerNode."))
-    requests: dict[str, Quantity] = Field(default_factory=dict, description="Container requests.")
+    requests: dict[str, Quantity] = Field(default_factory=dict, description=(
+        "Container requests; cpu 500m and memory 1Gi for each of the two you set no request or limit for."))
 
 
 class LocalObjectReference(SpecModel):
