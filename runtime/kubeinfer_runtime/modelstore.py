@@ -1,28 +1,31 @@
 """Model sources: a path or file:// (a mounted PVC), s3:// (any S3-compatible store), gs://, az://, hf://.
 
-Remote models are copied once per pod into a local cache: every process of the pod takes the same
-file lock, the first downloads (files in parallel, each checked against the listed size and, for
-single-part S3 uploads, the MD5 ETag) and writes a `.complete` record; the others find it and reuse
-the copy. A later run with the same listing reuses it too.
+Remote models are fetched once per pod (or once per cache, with spec.model.cache) into a cache
+entry keyed by URI and version (`modelio.cache`): every process takes the entry's file lock, the
+first one fetches with parallel ranged reads (`modelio.ranged`), each part pinned to the listed
+ETag, and publishes the folder atomically; the others find it complete. A later run with the same
+listing reuses it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from kubeinfer_api.spec import ModelSource
+from kubeinfer_runtime import startup
+from kubeinfer_runtime.modelio.cache import CacheEntry, version_of
+from kubeinfer_runtime.modelio.ranged import RangedFetch, RemoteFile
+from kubeinfer_runtime.modelio.sources import storage_source
 from kubeinfer_runtime.storage import MODEL_ENV_PREFIX, ObjectStore
 
 log = logging.getLogger(__name__)
 FIELD = "spec.model.uri"
-COMPLETE = ".complete"
+#: Set by the operator when spec.model.cache mounts a cache shared by jobs (and maybe nodes).
+SHARED_CACHE_ENV = "KUBEINFER_MODEL_CACHE"
 
 
 class ModelError(ValueError):
@@ -30,6 +33,7 @@ class ModelError(ValueError):
 
 
 def cache_root() -> Path:
+    """The pod's own model folder (an emptyDir in a pod; ~/.cache/kubeinfer/models on a laptop)."""
     base = os.environ.get("KUBEINFER_CACHE") or str(Path.home() / ".cache" / "kubeinfer")
     return Path(base) / "models"
 
@@ -43,7 +47,10 @@ def fetch_model(source: ModelSource, cache: Path | None = None) -> Path:
         case "hf":
             return hf_model(source)
         case "s3" | "gs" | "az" | "abfs":
-            return download(source.uri, cache or cache_root())
+            shared = os.environ.get(SHARED_CACHE_ENV)
+            if cache is None and shared:
+                return remote_model(source.uri, Path(shared) / "models", durable=True)
+            return remote_model(source.uri, cache or cache_root())
         case other:
             raise ModelError(f"{FIELD}: unsupported scheme {other!r}; use file://, a path, s3://, gs://, az:// "
                              "or hf://org/name")
@@ -73,8 +80,11 @@ def hf_model(source: ModelSource) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     repo, revision = parse_hf(source.uri, source.revision)
+    shared = os.environ.get(SHARED_CACHE_ENV)
+    cache_dir = str(Path(shared) / "huggingface") if shared else None  # the hub's own layout keys by revision
     try:
-        return Path(snapshot_download(repo_id=repo, revision=revision, token=os.environ.get("HF_TOKEN") or None))
+        return Path(snapshot_download(repo_id=repo, revision=revision, token=os.environ.get("HF_TOKEN") or None,
+                                      cache_dir=cache_dir))
     except RepositoryNotFoundError:
         raise ModelError(f"{FIELD}: Hugging Face repository {repo!r} not found (or HF_TOKEN in "
                          "model.credentialsSecret lacks access)") from None
@@ -85,70 +95,51 @@ def hf_model(source: ModelSource) -> Path:
         raise ModelError(f"{FIELD}: cannot download {repo}@{revision}: {err}") from None
 
 
-def download(uri: str, cache: Path) -> Path:
-    """Copy a remote prefix into `cache/<hash of uri>` once per pod (file lock), verified."""
-    from filelock import FileLock
-
+def remote_model(uri: str, root: Path, durable: bool = False) -> Path:
+    """A local folder with the model's current version: from the cache, or fetched into it (file lock per
+    version, so the processes of a pod, or the pods sharing a cache, fetch it once)."""
     store = ObjectStore(uri, field=FIELD, env_prefix=MODEL_ENV_PREFIX)
-    target = cache / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24]
-    target.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        listing = remote_listing(store)
-        if not listing:
-            raise ModelError(f"{FIELD}: {uri} holds no files")
-        if _complete(target) == listing:
-            return target
-        log.info("model: downloading %d files (%.1f MiB) from %s", len(listing),
-                 sum(f["size"] for f in listing.values()) / 2**20, uri)
-        (target / COMPLETE).unlink(missing_ok=True)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda rel: _fetch_one(store, rel, listing[rel], target), sorted(listing)))
-        (target / COMPLETE).write_text(json.dumps(listing, sort_keys=True))
-    return target
+    files = remote_listing(store)
+    if not files:
+        raise ModelError(f"{FIELD}: {uri} holds no files")
+    model_bytes = sum(f.size for f in files)
+    entry = CacheEntry(root, uri, version_of(files))
+    if entry.complete():
+        startup.fetched("cache", model_bytes if durable and _first_process() else 0, model_bytes)
+        return entry.path
+    with entry.lock():
+        if entry.complete():  # another process fetched it while this one waited
+            startup.fetched("cache", 0, model_bytes)
+            return entry.path
+        staging = entry.staging()
+        todo = entry.missing(staging, files)
+        log.info("model: fetching %d of %d files (%.1f MiB) from %s", len(todo), len(files),
+                 sum(f.size for f in todo) / 2**20, uri)
+        began = time.monotonic()
+        result = RangedFetch([storage_source(store, MODEL_ENV_PREFIX)]).run(todo, staging)
+        for source, nbytes in result.bytes_by_source.items():
+            startup.fetched(source, nbytes, model_bytes)
+        seconds = time.monotonic() - began
+        log.info("model: fetched %.1f MiB in %.1f s (%.0f MiB/s)", sum(result.bytes_by_source.values()) / 2**20,
+                 seconds, sum(result.bytes_by_source.values()) / 2**20 / max(seconds, 1e-3))
+        return entry.publish(staging, files, durable)
 
 
-def remote_listing(store: ObjectStore) -> dict[str, dict[str, Any]]:
-    """{relative path: {size, etag}} of every file under the store's root."""
+def _first_process() -> bool:
+    """Local rank 0 speaks for the pod (its other processes find the same cache entry)."""
+    return os.environ.get("LOCAL_RANK", "0") in ("", "0")
+
+
+def remote_listing(store: ObjectStore) -> list[RemoteFile]:
+    """Every file under the store's root, with its size and version tag (S3 ETag, GCS generation...)."""
     found = store.call("list model files", lambda: store.fs.find(store.root, detail=True))
-    out: dict[str, dict[str, Any]] = {}
-    for path, info in found.items():
+    out: list[RemoteFile] = []
+    for path, info in sorted(found.items()):
         rel = str(path)[len(store.root):].lstrip("/")
         if rel and info.get("type", "file") == "file":
-            out[rel] = {"size": int(info.get("size") or 0), "etag": str(info.get("ETag") or "").strip('"')}
+            tag = info.get("ETag") or info.get("etag") or info.get("generation") or info.get("md5Hash") or ""
+            out.append(RemoteFile(rel=rel, size=int(info.get("size") or 0), etag=str(tag).strip('"')))
     return out
-
-
-def _complete(target: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads((target / COMPLETE).read_text()))
-    except (OSError, ValueError):
-        return None
-
-
-def _fetch_one(store: ObjectStore, rel: str, expected: dict[str, Any], target: Path) -> None:
-    dest = target / rel
-    if dest.is_file() and dest.stat().st_size == expected["size"] and _etag_ok(dest, expected["etag"]):
-        return  # left by an interrupted download
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    store.call(f"download {rel}", lambda: store.fs.get_file(store.path(rel), str(tmp)))
-    size = tmp.stat().st_size
-    if size != expected["size"] or not _etag_ok(tmp, expected["etag"]):
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"{FIELD}: {rel} arrived with {size} bytes or a different checksum than listed "
-                         f"({expected['size']} bytes, etag {expected['etag']}); it changed during the download")
-    os.replace(tmp, dest)
-
-
-def _etag_ok(path: Path, etag: str) -> bool:
-    """S3 single-part ETags are the MD5; multipart ones (with '-') and other stores are size-checked only."""
-    if len(etag) != 32 or "-" in etag:
-        return True
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == etag
 
 
 def check_model(model_dir: Path, source: ModelSource, task: str) -> None:
