@@ -33,6 +33,21 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class ModelCache(SpecModel):
+    """Complete models kept across jobs, keyed by URI and version (ETag), published atomically."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.claimName) != has(self.hostPath)",
+            "model.cache: set exactly one of claimName (a PersistentVolumeClaim, ReadWriteMany to share it "
+            "between nodes) or hostPath (a node-local directory the cluster admin allows)"),
+    ]})
+    claim_name: str | None = Field(None, min_length=1, max_length=253,
+                                   pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description=(
+                                       "PersistentVolumeClaim in the job's namespace (ReadWriteMany across nodes)."))
+    host_path: str | None = Field(None, min_length=2, max_length=1024, pattern=r"^/.+$", description=(
+        "A directory on each node (created if missing); needs a namespace whose policy allows hostPath."))
+
+
 class ModelSource(SpecModel):
     uri: str = Field(max_length=2048, pattern=URI_PATTERN, description=(
         "Where the model is: s3://, gs://, az://, hf://org/name, file:///path or /path (a mounted PVC)."))
@@ -42,6 +57,8 @@ class ModelSource(SpecModel):
     revision: str = Field("main", max_length=256, description="Branch, tag or commit (hf:// only).")
     credentials_secret: str | None = Field(None, max_length=253, description=(
         "Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_ENDPOINT_URL] or HF_TOKEN."))
+    cache: ModelCache | None = Field(None, description=(
+        "Keep fetched models for later jobs; a job finding its model's version there reads nothing."))
 
 
 class TaskSpec(SpecModel):

@@ -89,6 +89,10 @@ def cross_field_problems(spec: DistributedInferenceSpec) -> list[str]:
         elif world % degree:
             problems.append(f"spec.strategy.context: ringDegree * ulyssesDegree ({degree}) must divide the "
                             f"world size ({world} = workers.nodes * processes per node)")
+    cache = spec.model.cache
+    if cache is not None and (cache.claim_name is None) == (cache.host_path is None):
+        problems.append("spec.model.cache: set exactly one of claimName (a PersistentVolumeClaim, ReadWriteMany to "
+                        "share it between nodes) or hostPath (a node-local directory the cluster admin allows)")
     if spec.rendezvous.backend == "nccl" and spec.workers.gpus_per_node == 0:
         problems.append("spec.rendezvous.backend: nccl needs GPUs: set workers.gpusPerNode > 0 or backend gloo/auto")
     if strategy.type == "pipeline" and world < 2:

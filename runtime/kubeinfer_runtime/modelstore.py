@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kubeinfer_api.naming import MODEL_CACHE_ENV
 from kubeinfer_api.spec import ModelSource
 from kubeinfer_runtime import startup
 from kubeinfer_runtime.modelio.cache import CacheEntry, version_of
@@ -24,8 +25,6 @@ from kubeinfer_runtime.storage import MODEL_ENV_PREFIX, ObjectStore
 
 log = logging.getLogger(__name__)
 FIELD = "spec.model.uri"
-#: Set by the operator when spec.model.cache mounts a cache shared by jobs (and maybe nodes).
-SHARED_CACHE_ENV = "KUBEINFER_MODEL_CACHE"
 
 
 class ModelError(ValueError):
@@ -47,13 +46,21 @@ def fetch_model(source: ModelSource, cache: Path | None = None) -> Path:
         case "hf":
             return hf_model(source)
         case "s3" | "gs" | "az" | "abfs":
-            shared = os.environ.get(SHARED_CACHE_ENV)
-            if cache is None and shared:
-                return remote_model(source.uri, Path(shared) / "models", durable=True)
+            shared = shared_cache(source)
+            if cache is None and shared is not None:
+                return remote_model(source.uri, shared / "models", durable=True)
             return remote_model(source.uri, cache or cache_root())
         case other:
             raise ModelError(f"{FIELD}: unsupported scheme {other!r}; use file://, a path, s3://, gs://, az:// "
                              "or hf://org/name")
+
+
+def shared_cache(source: ModelSource) -> Path | None:
+    """spec.model.cache as mounted in the pod (the operator sets the env), or its hostPath on this machine."""
+    mounted = os.environ.get(MODEL_CACHE_ENV)
+    if mounted:
+        return Path(mounted)
+    return Path(source.cache.host_path) if source.cache and source.cache.host_path else None
 
 
 def local_model(path: Path) -> Path:
@@ -80,8 +87,8 @@ def hf_model(source: ModelSource) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     repo, revision = parse_hf(source.uri, source.revision)
-    shared = os.environ.get(SHARED_CACHE_ENV)
-    cache_dir = str(Path(shared) / "huggingface") if shared else None  # the hub's own layout keys by revision
+    shared = shared_cache(source)
+    cache_dir = str(shared / "huggingface") if shared else None  # the hub's own layout keys by revision
     try:
         return Path(snapshot_download(repo_id=repo, revision=revision, token=os.environ.get("HF_TOKEN") or None,
                                       cache_dir=cache_dir))

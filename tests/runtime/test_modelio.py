@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from run_harness import upload_dir
 
+from kubeinfer_api.naming import MODEL_CACHE_ENV
+from kubeinfer_api.spec import ModelSource
 from kubeinfer_runtime import modelstore
 from kubeinfer_runtime.modelio.cache import MARKER, CacheEntry, version_of
 from kubeinfer_runtime.modelio.ranged import RangedFetch, RemoteFile, Tuning, plan_parts
@@ -118,3 +120,16 @@ def test_s3_object_replaced_during_the_fetch_is_an_error_not_a_mix(
     again = remote_listing(store)
     RangedFetch([S3Source(store, MODEL_ENV_PREFIX)], SMALL).run(again, tmp_path / "fresh")
     assert (tmp_path / "fresh" / "model_index.json").read_bytes() == b'{"_class_name": "FluxPipeline"}'
+
+
+@pytest.mark.s3
+def test_a_model_in_the_shared_cache_is_read_from_storage_no_more(
+        s3_server: Any, s3_bucket: str, flux_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    upload_dir(s3_server.client(), s3_bucket, "m", flux_dir)
+    source = ModelSource(uri=f"s3://{s3_bucket}/m", cache={"hostPath": str(tmp_path / "shared")})
+    first = modelstore.fetch_model(source)  # no env: a local run uses the hostPath itself
+    assert first.is_relative_to(tmp_path / "shared")
+    after_first = bucket_bytes_sent(s3_server, s3_bucket)
+    monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "shared"))  # in a pod: the mounted cache
+    assert modelstore.fetch_model(ModelSource(uri=f"s3://{s3_bucket}/m")) == first
+    assert bucket_bytes_sent(s3_server, s3_bucket) - after_first < 4096, "only the listing, no object bytes"
