@@ -7,7 +7,7 @@ export UV_CACHE_DIR := $(CACHE)/uv
 export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
-.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds tools dev-cluster dev-cluster-down bench clean bench-scale \
+.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale \
 	bench-model-load
 
 help:  ## list targets
@@ -44,8 +44,16 @@ lint: venv  ## ruff and mypy (the CRD drift check is a unit test)
 	$(VENV)/bin/ruff check api operator runtime tests bench
 	$(VENV)/bin/mypy
 
-crds: venv  ## regenerate crds/ and the chart's copy from the pydantic models
+crds: venv  ## regenerate crds/, the chart's copy and docs/reference/fields.md from the pydantic models
 	$(PY) -m kubeinfer_api.crd --write
+	$(PY) -m kubeinfer_api.reference --write
+
+docs: venv  ## regenerate docs/reference/fields.md, then build the docs site with --strict into site/
+	$(PY) -m kubeinfer_api.reference --write
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: venv  ## serve the docs site with live reload on http://127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 dev-cluster: venv tools  ## start a local control plane, node agent, S3 server and the operator
 	$(PY) -m localcluster up
@@ -57,7 +65,7 @@ bench: venv  ## runtime overhead and upload-overlap benchmarks
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) outputs site .pytest_cache .mypy_cache .ruff_cache
 
 bench-scale: venv  ## 1,000 jobs: kubeinfer-operator vs the JobSet controller on a local control plane
 	bash hack/build-tools.sh kubernetes etcd jobset
