@@ -90,6 +90,8 @@ class StartupStatus(SpecModel):
     warmup_seconds: float = Field(0.0, description="Warm-up and compilation (spec.runtime.compile).")
     first_item_seconds: float = Field(0.0, description="From ready to the first finished item.")
     total_seconds: float = Field(0.0, description="Container start to the first item (sum of the phases).")
+    download_seconds: float = Field(0.0, description="The longest model download of a pod; it starts with the "
+                                    "container, so it overlaps the rendezvous (fetch is only the wait after it).")
     model_bytes: int = Field(0, description="Size of the model's files.")
     bytes_from_storage: int = Field(0, description="Model bytes the job read from object storage (all pods).")
     bytes_from_peers: int = Field(0, description="Model bytes pods received from other pods of the job.")

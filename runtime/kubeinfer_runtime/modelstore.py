@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kubeinfer_api.jobconfig import JobConfig
 from kubeinfer_api.naming import MODEL_CACHE_ENV
 from kubeinfer_api.spec import ModelSource
 from kubeinfer_runtime import startup
-from kubeinfer_runtime.modelio.cache import CacheEntry, version_of
-from kubeinfer_runtime.modelio.ranged import RangedFetch, RemoteFile
-from kubeinfer_runtime.modelio.sources import storage_source
-from kubeinfer_runtime.storage import MODEL_ENV_PREFIX, ObjectStore
+from kubeinfer_runtime.modelio import prefetch
+from kubeinfer_runtime.modelio.remote import EmptyModel, Fetched, fetch_remote
 
 log = logging.getLogger(__name__)
 FIELD = "spec.model.uri"
@@ -46,13 +44,23 @@ def fetch_model(source: ModelSource, cache: Path | None = None) -> Path:
         case "hf":
             return hf_model(source)
         case "s3" | "gs" | "az" | "abfs":
-            shared = shared_cache(source)
-            if cache is None and shared is not None:
-                return remote_model(source.uri, shared / "models", durable=True)
-            return remote_model(source.uri, cache or cache_root())
+            root, durable = (cache, False) if cache is not None else cache_location(source)
+            return remote_model(source.uri, root, durable)
         case other:
             raise ModelError(f"{FIELD}: unsupported scheme {other!r}; use file://, a path, s3://, gs://, az:// "
                              "or hf://org/name")
+
+
+def cache_location(source: ModelSource) -> tuple[Path, bool]:
+    """(root, durable): spec.model.cache when set (kept across pods, so flushed before publishing), else the
+    pod's own folder."""
+    shared = shared_cache(source)
+    return (shared / "models", True) if shared is not None else (cache_root(), False)
+
+
+def prefetch_for_pod(job: JobConfig, pod_index: int) -> None:
+    """In the pod's launcher: start fetching the model (and serving it to the job's other pods)."""
+    prefetch.start(job, pod_index, *cache_location(job.spec.model))
 
 
 def shared_cache(source: ModelSource) -> Path | None:
@@ -102,51 +110,37 @@ def hf_model(source: ModelSource) -> Path:
         raise ModelError(f"{FIELD}: cannot download {repo}@{revision}: {err}") from None
 
 
-def remote_model(uri: str, root: Path, durable: bool = False) -> Path:
-    """A local folder with the model's current version: from the cache, or fetched into it (file lock per
-    version, so the processes of a pod, or the pods sharing a cache, fetch it once)."""
-    store = ObjectStore(uri, field=FIELD, env_prefix=MODEL_ENV_PREFIX)
-    files = remote_listing(store)
-    if not files:
-        raise ModelError(f"{FIELD}: {uri} holds no files")
-    model_bytes = sum(f.size for f in files)
-    entry = CacheEntry(root, uri, version_of(files))
-    if entry.complete():
-        startup.fetched("cache", model_bytes if durable and _first_process() else 0, model_bytes)
-        return entry.path
-    with entry.lock():
-        if entry.complete():  # another process fetched it while this one waited
-            startup.fetched("cache", 0, model_bytes)
-            return entry.path
-        staging = entry.staging()
-        todo = entry.missing(staging, files)
-        log.info("model: fetching %d of %d files (%.1f MiB) from %s", len(todo), len(files),
-                 sum(f.size for f in todo) / 2**20, uri)
-        began = time.monotonic()
-        result = RangedFetch([storage_source(store, MODEL_ENV_PREFIX)]).run(todo, staging)
-        for source, nbytes in result.bytes_by_source.items():
-            startup.fetched(source, nbytes, model_bytes)
-        seconds = time.monotonic() - began
-        log.info("model: fetched %.1f MiB in %.1f s (%.0f MiB/s)", sum(result.bytes_by_source.values()) / 2**20,
-                 seconds, sum(result.bytes_by_source.values()) / 2**20 / max(seconds, 1e-3))
-        return entry.publish(staging, files, durable)
+def remote_model(uri: str, root: Path, durable: bool) -> Path:
+    """The model's current version in a cache entry under `root` (fetched if missing), reported in start-up."""
+    try:
+        fetched = fetch_remote(uri, root, durable)
+    except EmptyModel as err:
+        raise ModelError(str(err)) from None
+    report_reads(fetched)
+    return fetched.path
+
+
+def report_reads(fetched: Fetched) -> None:
+    """Each process reports the bytes it read; local rank 0 also speaks for the pod: the launcher's reads when
+    it fetched for the pod (`modelio.prefetch`), else a model found complete in the cache."""
+    reads = {source: n for source, n in fetched.bytes_by_source.items() if source != "cache"}
+    if _first_process():
+        if prefetch.active():
+            record = prefetch.read_record()
+            if record is not None:
+                for source, n in record.bytes.items():
+                    reads[source] = reads.get(source, 0) + n
+                startup.downloaded(record.seconds)
+        else:
+            reads["cache"] = fetched.bytes_by_source.get("cache", 0)
+    for source, n in reads.items():
+        startup.fetched(source, n, fetched.model_bytes)
+    startup.fetched("storage", 0, fetched.model_bytes)  # the model's size, even when nothing was read
 
 
 def _first_process() -> bool:
     """Local rank 0 speaks for the pod (its other processes find the same cache entry)."""
     return os.environ.get("LOCAL_RANK", "0") in ("", "0")
-
-
-def remote_listing(store: ObjectStore) -> list[RemoteFile]:
-    """Every file under the store's root, with its size and version tag (S3 ETag, GCS generation...)."""
-    found = store.call("list model files", lambda: store.fs.find(store.root, detail=True))
-    out: list[RemoteFile] = []
-    for path, info in sorted(found.items()):
-        rel = str(path)[len(store.root):].lstrip("/")
-        if rel and info.get("type", "file") == "file":
-            tag = info.get("ETag") or info.get("etag") or info.get("generation") or info.get("md5Hash") or ""
-            out.append(RemoteFile(rel=rel, size=int(info.get("size") or 0), etag=str(tag).strip('"')))
-    return out
 
 
 def check_model(model_dir: Path, source: ModelSource, task: str) -> None:

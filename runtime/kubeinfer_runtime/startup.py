@@ -67,6 +67,7 @@ class RankRecord:
     seconds: dict[str, float] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
     model_bytes: int = 0
+    download_seconds: float = 0.0  # the pod's model download, which may overlap the rendezvous
     final: bool = False  # firstItem reached, or the rank finished without an item of its own
 
 
@@ -108,6 +109,9 @@ class StartupClock:
             self.record_.bytes[source] = self.record_.bytes.get(source, 0) + nbytes
             FETCH_BYTES.labels(source).inc(nbytes)
         self.record_.model_bytes = max(self.record_.model_bytes, model_bytes)
+
+    def downloaded(self, seconds: float) -> None:
+        self.record_.download_seconds = max(self.record_.download_seconds, round(seconds, 3))
 
     def finish(self) -> None:
         """The rank is done; a rank that owned no item still reports its phases."""
@@ -159,6 +163,12 @@ def fetched(source: str, nbytes: int, model_bytes: int) -> None:
         FETCH_BYTES.labels(source).inc(nbytes)
 
 
+def downloaded(seconds: float) -> None:
+    """The pod's launcher downloaded the model in `seconds` (overlapping this rank's start)."""
+    if _clock is not None:
+        _clock.downloaded(seconds)
+
+
 @contextmanager
 def warming_up() -> Iterator[None]:
     """Time a warm-up on this process's clock, if there is one."""
@@ -182,6 +192,7 @@ def summarize(records: list[RankRecord], attempt: int) -> StartupStatus:
         "slowest_rank": slowest.rank, "rendezvous_seconds": phases["rendezvous"], "fetch_seconds": phases["fetch"],
         "load_seconds": phases["load"], "warmup_seconds": phases["warmup"],
         "first_item_seconds": phases["firstItem"], "total_seconds": round(sum(phases.values()), 3),
+        "download_seconds": max(r.download_seconds for r in records),
         "model_bytes": max(r.model_bytes for r in records), "bytes_from_storage": totals["storage"],
         "bytes_from_peers": totals["peers"], "bytes_from_cache": totals["cache"]})
 

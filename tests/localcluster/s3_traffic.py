@@ -14,8 +14,6 @@ import re
 import time
 import urllib.request
 
-from localcluster.s3 import S3Server
-
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -28,10 +26,15 @@ def metrics_token(access_key: str, secret_key: str) -> str:
     return f"{header}.{claims}.{_b64(signature)}"
 
 
-def bucket_bytes_sent(server: S3Server, bucket: str) -> int:
-    """`minio_bucket_traffic_sent_bytes` of `bucket`: object bytes served by GETs (0 before the first)."""
-    request = urllib.request.Request(f"{server.endpoint_url}/minio/v2/metrics/bucket", headers={
-        "Authorization": f"Bearer {metrics_token(server.access_key, server.secret_key)}"})
+def bucket_bytes_sent(env: dict[str, str], bucket: str) -> int:
+    """`minio_bucket_traffic_sent_bytes` of `bucket` (bodies of GET and LIST responses; 0 before the first).
+
+    `env`: the AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of the server as this host
+    reaches it (`S3Server.env()`, or a cluster backend's `s3_host_env()`).
+    """
+    token = metrics_token(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    request = urllib.request.Request(f"{env['AWS_ENDPOINT_URL'].rstrip('/')}/minio/v2/metrics/bucket",
+                                     headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
     pattern = rf'^minio_bucket_traffic_sent_bytes{{[^}}]*bucket="{re.escape(bucket)}"[^}}]*}} (\S+)$'
