@@ -117,6 +117,7 @@ def run_jobs(operator: Cluster, job_namespace: str, model: Path, cache_dir: Path
     assert (fanout["ranksReported"], fanout["modelBytes"]) == (3, model_bytes)
     assert (fanout["bytesFromStorage"], fanout.get("bytesFromPeers")) == (model_bytes, 2 * model_bytes)
     assert fanout["totalSeconds"] > 0 and fanout["rendezvousSeconds"] > 0 and fanout["loadSeconds"] > 0
+    assert fanout["downloadSeconds"] > 0, "the launchers' downloads are reported"
     cached = startup(operator, names["cached"], job_namespace)
     assert (cached.get("bytesFromStorage", 0), cached["bytesFromCache"]) == (0, model_bytes)
 

@@ -39,6 +39,10 @@ def test_no_cache_no_volume_and_the_peer_port_is_declared() -> None:
     container = spec["containers"][0]
     assert all(v["name"] != "model-cache" for v in spec["volumes"])
     assert all(e["name"] != MODEL_CACHE_ENV for e in container["env"])
+    # The pod's own copy lives on an emptyDir (the root filesystem is read-only; each pod has its own).
+    assert {"name": "model-files", "emptyDir": {}} in spec["volumes"]
+    assert {"name": "model-files", "mountPath": "/var/cache/kubeinfer/pod"} in container["volumeMounts"]
+    assert {"name": "KUBEINFER_CACHE", "value": "/var/cache/kubeinfer/pod"} in container["env"]
     assert {"name": "model-peers", "containerPort": MODEL_PEER_PORT, "protocol": "TCP"} in container["ports"]
     assert worker_addr("cats", "team-a", 2) == "cats-workers-2.cats-workers.team-a.svc"
 
