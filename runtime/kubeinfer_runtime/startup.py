@@ -2,7 +2,7 @@
 
 Each rank keeps a timeline (`StartupClock`): rendezvous (container start until the group formed and
 the work was shared), fetch (waiting for the model's files), load (to the device), warmup
-(compilation, timed inside load and taken out of it) and firstItem. It writes its record at each
+(compilation, timed where it happens and taken out of that phase) and firstItem. It writes its record at each
 step as a new immutable object `_startup/a<attempt>/r<rank>.<step>.json` under the output prefix,
 so a reader lists once and reads only what is new. Rank 0 collects them in a thread and reports the
 slowest rank's phases plus the model bytes every process read, by source, in `Progress.startup`;
@@ -82,12 +82,12 @@ class StartupClock:
         self.warmup = 0.0
 
     def mark(self, phase: str) -> float:
-        """End `phase` now: it lasted since the previous mark (warm-up time is taken out of load)."""
+        """End `phase` now: it lasted since the previous mark, less any warm-up timed meanwhile (reported apart)."""
         now = time.time()
-        seconds = max(now - self.last, 0.0)
-        if phase == "load":
-            seconds = max(seconds - self.warmup, 0.0)
-            self._set("warmup", self.warmup)
+        seconds = max(now - self.last - self.warmup, 0.0)
+        if self.warmup:
+            self._set("warmup", self.record_.seconds.get("warmup", 0.0) + self.warmup, observe=False)
+            self.warmup = 0.0
         self.last = now
         self._set(phase, seconds)
         self.record_.final = self.record_.final or phase == "firstItem"
@@ -96,7 +96,7 @@ class StartupClock:
 
     @contextmanager
     def warming_up(self) -> Iterator[None]:
-        """Time a warm-up inside the load phase (it is reported apart from load)."""
+        """Time a warm-up (compilation) inside another phase; it is reported as its own phase."""
         began = time.time()
         try:
             yield
@@ -118,9 +118,11 @@ class StartupClock:
         if not self.record_.final:
             self.record_.final = True
             self.publish()
+        if "warmup" in self.record_.seconds:
+            PHASE_SECONDS.labels("warmup").observe(self.record_.seconds["warmup"])
 
-    def _set(self, phase: str, seconds: float) -> None:
-        if phase not in self.record_.seconds:
+    def _set(self, phase: str, seconds: float, observe: bool = True) -> None:
+        if observe and phase not in self.record_.seconds:
             PHASE_SECONDS.labels(phase).observe(seconds)
         self.record_.seconds[phase] = round(seconds, 3)
 
