@@ -19,6 +19,7 @@ from kubeinfer_api.naming import MODEL_CACHE_ENV
 from kubeinfer_api.spec import ModelSource
 from kubeinfer_runtime import startup
 from kubeinfer_runtime.modelio import prefetch
+from kubeinfer_runtime.modelio.local import read_ahead
 from kubeinfer_runtime.modelio.remote import EmptyModel, Fetched, fetch_remote
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def local_model(path: Path) -> Path:
                          "workers.volumeMounts?)")
     if not any(path.iterdir()):
         raise ModelError(f"{FIELD}: {path} is empty")
+    if _first_process():
+        read_ahead(path)  # overlaps reading the volume with loading (one reader per pod)
     return path
 
 
