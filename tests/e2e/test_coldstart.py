@@ -23,7 +23,7 @@ from PIL import Image
 from e2e.support.cluster import Cluster, Manifest
 from e2e.support.jobs import for_test, job_outputs, launch, load_example
 from localcluster.binaries import cache_dir as cache_root
-from localcluster.s3_traffic import bucket_bytes_sent
+from localcluster.s3_traffic import settled_bytes_sent
 
 pytestmark = pytest.mark.e2e
 JOB_TIMEOUT = 600
@@ -102,16 +102,16 @@ def run_jobs(operator: Cluster, job_namespace: str, model: Path, cache_dir: Path
     launch(operator, job_namespace, jobs["fill"])
     names = {key: str(m["metadata"]["name"]) for key, m in jobs.items()}
     operator.wait_condition(names["fill"], job_namespace, "Complete", JOB_TIMEOUT)
-    filled = bucket_bytes_sent(env, cache_bucket)
+    filled = settled_bytes_sent(env, cache_bucket)
     launch(operator, job_namespace, jobs["cached"])
     for key in ("fanout", "cached"):
         operator.wait_condition(names[key], job_namespace, "Complete", JOB_TIMEOUT)
 
     listing = 16 * 1024  # each pod lists the model twice (launcher and rank); no object bytes
-    fanout_sent = bucket_bytes_sent(env, fanout_bucket)
+    fanout_sent = settled_bytes_sent(env, fanout_bucket)
     assert model_bytes <= fanout_sent < model_bytes + 3 * listing, f"3 pods made S3 send {fanout_sent} bytes"
     assert model_bytes <= filled < model_bytes + listing
-    assert bucket_bytes_sent(env, cache_bucket) - filled < listing, "the cached job read objects from S3"
+    assert settled_bytes_sent(env, cache_bucket) - filled < listing, "the cached job read objects from S3"
 
     fanout = startup(operator, names["fanout"], job_namespace)
     assert (fanout["ranksReported"], fanout["modelBytes"]) == (3, model_bytes)

@@ -2,6 +2,8 @@
 
 MinIO signs its metrics endpoint with a JWT (HS512, keyed by the root secret, issuer "prometheus"),
 the same token `mc admin prometheus generate` prints; we make it here rather than depend on mc.
+MinIO serves a metrics snapshot for 10 s after computing it, so `settled_bytes_sent` waits until a
+snapshot newer than the call is seen: the value changes, or a whole cache period passes unchanged.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import json
 import re
 import time
 import urllib.request
+
+CACHE_SECONDS = 10.0
 
 
 def _b64(data: bytes) -> str:
@@ -39,3 +43,15 @@ def bucket_bytes_sent(env: dict[str, str], bucket: str) -> int:
         text = response.read().decode()
     pattern = rf'^minio_bucket_traffic_sent_bytes{{[^}}]*bucket="{re.escape(bucket)}"[^}}]*}} (\S+)$'
     return sum(int(float(m.group(1))) for m in re.finditer(pattern, text, re.MULTILINE))
+
+
+def settled_bytes_sent(env: dict[str, str], bucket: str) -> int:
+    """`bucket_bytes_sent` from a snapshot taken after this call began (so it counts every earlier read)."""
+    first = bucket_bytes_sent(env, bucket)
+    deadline = time.monotonic() + CACHE_SECONDS + 1.5
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = bucket_bytes_sent(env, bucket)
+        if now != first:  # a new snapshot, computed after the first read
+            return now
+    return bucket_bytes_sent(env, bucket)  # a whole period unchanged: the first value was current

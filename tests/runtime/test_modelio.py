@@ -21,7 +21,7 @@ from kubeinfer_runtime.modelio.ranged import RangedFetch, RemoteFile, Tuning, pl
 from kubeinfer_runtime.modelio.remote import remote_listing
 from kubeinfer_runtime.modelio.sources import FsspecSource, ModelChanged, S3Source
 from kubeinfer_runtime.storage import MODEL_ENV_PREFIX, ObjectStore, StorageError
-from localcluster.s3_traffic import bucket_bytes_sent
+from localcluster.s3_traffic import settled_bytes_sent
 
 pytest_plugins = ["s3_fixtures"]
 SMALL = Tuning(concurrency=4, part_bytes=4096)  # many parts even for the tiny models
@@ -103,14 +103,13 @@ def test_s3_fetch_equals_the_upload_and_concurrent_processes_read_it_once(
         s3_server: Any, s3_bucket: str, flux_dir: Path, tmp_path: Path) -> None:
     upload_dir(s3_server.client(), s3_bucket, "models/flux", flux_dir)
     uri = f"s3://{s3_bucket}/models/flux"
-    assert bucket_bytes_sent(s3_server.env(), s3_bucket) == 0
     paths = fetch_in_processes(uri, tmp_path / "cache", 2)
     assert paths[0] == paths[1]
     assert same_files(flux_dir, Path(paths[0]))
     leftovers = [p.name for p in Path(paths[0]).parent.iterdir() if p.name.startswith(".staging")]
     assert leftovers == [], "the staging folder became the model"
     model_bytes = sum(p.stat().st_size for p in flux_dir.rglob("*") if p.is_file())
-    sent = bucket_bytes_sent(s3_server.env(), s3_bucket)  # object bytes plus the two listings' XML
+    sent = settled_bytes_sent(s3_server.env(), s3_bucket)  # object bytes plus the two listings' XML
     assert model_bytes <= sent < model_bytes * 1.05, f"MinIO sent {sent} bytes for a {model_bytes}-byte model"
 
 
@@ -136,7 +135,7 @@ def test_a_model_in_the_shared_cache_is_read_from_storage_no_more(
     source = ModelSource(uri=f"s3://{s3_bucket}/m", cache={"hostPath": str(tmp_path / "shared")})
     first = modelstore.fetch_model(source)  # no env: a local run uses the hostPath itself
     assert first.is_relative_to(tmp_path / "shared")
-    after_first = bucket_bytes_sent(s3_server.env(), s3_bucket)
+    after_first = settled_bytes_sent(s3_server.env(), s3_bucket)
     monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "shared"))  # in a pod: the mounted cache
     assert modelstore.fetch_model(ModelSource(uri=f"s3://{s3_bucket}/m")) == first
-    assert bucket_bytes_sent(s3_server.env(), s3_bucket) - after_first < 4096, "only the listing, no object bytes"
+    assert settled_bytes_sent(s3_server.env(), s3_bucket) - after_first < 4096, "only the listing, no object bytes"

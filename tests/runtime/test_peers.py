@@ -15,7 +15,7 @@ from strategy_harness import free_port
 
 from kubeinfer_runtime.modelio.peers import Offers, PeerServer, parent
 from kubeinfer_runtime.modelio.remote import FanOut, Fetched, fetch_remote
-from localcluster.s3_traffic import bucket_bytes_sent
+from localcluster.s3_traffic import settled_bytes_sent
 
 pytest_plugins = ["s3_fixtures"]
 
@@ -80,7 +80,7 @@ def test_three_pods_read_the_model_from_storage_once(s3_server: Any, s3_bucket: 
     assert results[0].bytes_by_source == {"storage": size}
     assert results[1].bytes_by_source == results[2].bytes_by_source == {"peers": size}
     assert all(same_files(flux_dir, results[i].path) for i in range(3))
-    sent = bucket_bytes_sent(s3_server.env(), s3_bucket)  # plus three listings' XML
+    sent = settled_bytes_sent(s3_server.env(), s3_bucket)  # plus three listings' XML
     assert size <= sent < size * 1.05, f"storage sent {sent} bytes for a {size}-byte model and three pods"
 
 
