@@ -18,6 +18,7 @@ from unit.builders import JobBuilder
 
 from e2e.support import policies
 from e2e.support.cluster import OPERATOR_NAMESPACE, RELEASE, Cluster, Manifest, job_manifest, wait_for
+from e2e.support.policies import CACHE_HOST_DIR
 from kubeinfer_api.naming import workers
 from kubeinfer_operator.builders import build_statefulset
 
@@ -56,7 +57,8 @@ def worker_pod(job: JobBuilder, namespace: str) -> Manifest:
     JobBuilder("plain").nodes(2),
     JobBuilder("gpus").gpus(2).set("workers.volumes", [{"name": "m", "persistentVolumeClaim": {"claimName": "m"}}])
     .set("workers.volumeMounts", [{"name": "m", "mountPath": "/models", "readOnly": True}]),
-], ids=["plain", "gpu-with-pvc"])
+    JobBuilder("cached").set("model.cache", {"claimName": "model-cache"}),
+], ids=["plain", "gpu-with-pvc", "pvc-model-cache"])
 def test_worker_pods_meet_the_restricted_standard(cluster: Cluster, restricted_namespace: str, job: JobBuilder) -> None:
     accepted, message = dry_run(cluster, restricted_namespace, worker_pod(job, restricted_namespace))
     assert accepted, message
@@ -76,9 +78,17 @@ def test_the_namespace_enforces_restricted(
     assert not accepted and VIOLATION in message and rule in message, message
 
 
-def unscheduled_job(name: str, **workers_fields: Any) -> Manifest:
+def test_a_hostpath_model_cache_cannot_be_restricted(cluster: Cluster, restricted_namespace: str) -> None:
+    """What docs/operations/security.md says: a node directory as model cache needs a laxer namespace."""
+    job = JobBuilder("hostcache").set("model.cache", {"hostPath": "/var/cache/kubeinfer-models"})
+    accepted, message = dry_run(cluster, restricted_namespace, worker_pod(job, restricted_namespace))
+    assert not accepted and VIOLATION in message and 'hostPath volumes (volume "model-cache")' in message, message
+
+
+def unscheduled_job(name: str, cache: Manifest | None = None, **workers_fields: Any) -> Manifest:
     """A job whose workers no node takes: the operator creates every child, nothing runs."""
-    spec = {"model": {"uri": "s3://models/tiny-flux"}, "inputs": {"prompts": ["a"]},
+    model = {"uri": "s3://models/tiny-flux", **({"cache": cache} if cache else {})}
+    spec = {"model": model, "inputs": {"prompts": ["a"]},
             "output": {"uri": f"s3://outputs/{name}/"},
             "workers": {"nodeSelector": {"kubeinfer-e2e/no-such-node": "true"}, **workers_fields}}
     return job_manifest(name, spec)
@@ -148,8 +158,9 @@ def test_the_operator_may_change_only_its_own_objects(operator: Cluster, job_nam
 
 # ---------------------------------------------------------------- what a job author may ask for (job authors)
 
-def author_dry_run(cluster: Cluster, namespace: str, name: str, **workers_fields: Any) -> tuple[bool, str]:
-    return dry_run(cluster, namespace, unscheduled_job(name, **workers_fields))
+def author_dry_run(cluster: Cluster, namespace: str, name: str, cache: Manifest | None = None,
+                   **workers_fields: Any) -> tuple[bool, str]:
+    return dry_run(cluster, namespace, unscheduled_job(name, cache, **workers_fields))
 
 
 def test_hostpath_volumes_are_refused_naming_the_field(operator: Cluster, job_namespace: str) -> None:
@@ -159,6 +170,27 @@ def test_hostpath_volumes_are_refused_naming_the_field(operator: Cluster, job_na
     accepted, message = author_dry_run(operator, job_namespace, "hosty", volumes=volumes)
     assert not accepted and "spec.workers.volumes[1].hostPath: hostPath volumes are not allowed" in message, message
     accepted, message = author_dry_run(operator, job_namespace, "pvc", volumes=volumes[:1])
+    assert accepted, message
+
+
+@pytest.mark.parametrize(("path", "allowed"), [
+    (f"{CACHE_HOST_DIR}/models", True),
+    (str(CACHE_HOST_DIR), True),
+    ("/etc", False),
+    (f"{CACHE_HOST_DIR}/../../../etc", False),
+    (f"{CACHE_HOST_DIR}-evil", False),
+], ids=["below-allowed", "allowed", "elsewhere", "dot-dot", "sibling-prefix"])
+def test_a_hostpath_model_cache_must_be_a_directory_the_admin_allows(
+    operator: Cluster, job_namespace: str, path: str, allowed: bool
+) -> None:
+    """The e2e install lists CACHE_HOST_DIR (policies.jobAuthors.allowedCacheHostPaths); nothing else passes."""
+    accepted, message = author_dry_run(operator, job_namespace, "cachey", cache={"hostPath": path})
+    if allowed:
+        assert accepted, message
+    else:
+        assert not accepted and f"spec.model.cache.hostPath: {path} is not an allowed model cache directory" in message
+        assert "spec.model.cache.claimName" in message, "the message names the fix"
+    accepted, message = author_dry_run(operator, job_namespace, "claimy", cache={"claimName": "models"})
     assert accepted, message
 
 

@@ -86,17 +86,27 @@ def test_every_child_is_one_the_operator_scope_policy_lets_the_operator_manage()
 
 def test_job_author_rules_follow_the_values() -> None:
     default = policies(render())["job-authors"]["spec"]
-    assert [v["expression"] for v in default["validations"]] == ["variables.volumes.all(v, !has(v.hostPath))"]
+    hostpath_volumes, cache_dir = (v["expression"] for v in default["validations"])
+    assert hostpath_volumes == "variables.volumes.all(v, !has(v.hostPath))"
+    assert "[].exists(d" in cache_dir, "no hostPath model cache unless the admin lists its directory"
     assert all("matchResources" not in d["spec"] for d in render() if d["kind"] == BINDING), "cluster-wide"
     docs = render("policies.jobAuthors.allowedImagePrefixes={ghcr.io/acme/,registry.local/}",
                   "policies.jobAuthors.forbiddenVolumeTypes={hostPath,secret}", "watchNamespaces={team-a}")
     rules = [v["expression"] for v in policies(docs)["job-authors"]["spec"]["validations"]]
     assert rules[0] == ("variables.image == '' || "
                         '["ghcr.io/acme/","registry.local/"].exists(p, variables.image.startsWith(p))')
-    assert rules[1:] == [f"variables.volumes.all(v, !has(v.{kind}))" for kind in ("hostPath", "secret")]
+    assert rules[1:3] == [f"variables.volumes.all(v, !has(v.{kind}))" for kind in ("hostPath", "secret")]
+    assert len(rules) == 4 and '["/var/cache/models"].exists(d' in render_cache_rule("/var/cache/models")
+    no_hostpath_ban = policies(render("policies.jobAuthors.forbiddenVolumeTypes={secret}"))["job-authors"]["spec"]
+    assert len(no_hostpath_ban["validations"]) == 1, "hostPath allowed: the cache directory is not checked either"
     binding = next(d for d in docs if d["kind"] == BINDING and d["spec"]["policyName"].endswith("job-authors"))
     assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a"]}]
+
+
+def render_cache_rule(*directories: str) -> str:
+    docs = render(f"policies.jobAuthors.allowedCacheHostPaths={{{','.join(directories)}}}")
+    return str(policies(docs)["job-authors"]["spec"]["validations"][-1]["expression"])
 
 
 def test_worker_metrics_scrapers_reach_the_operator() -> None:
@@ -110,6 +120,8 @@ def test_worker_metrics_scrapers_reach_the_operator() -> None:
     ("policies.jobAuthors.forbiddenVolumeTypes={hostpath}", "forbiddenVolumeTypes/0"),
     ("policies.jobAuthors.allowedImagePrefixes={a'b}", "allowedImagePrefixes/0"),
     ("policies.operatorscope=false", "additional properties 'operatorscope' not allowed"),
+    ("policies.jobAuthors.allowedCacheHostPaths={var/cache}", "allowedCacheHostPaths/0"),
+    ("policies.jobAuthors.allowedCacheHostPaths={/var/cache/../../etc}", "allowedCacheHostPaths/0"),
     ("workerNetworkPolicy.metricsNamespaceLabels.team=a\\,b", "metricsNamespaceLabels/team"),
 ])
 def test_policy_values_are_checked(value: str, message: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from unit.builders import JobBuilder
 
-from kubeinfer_api.naming import COMPONENT_LABEL, JOB_LABEL
+from kubeinfer_api.naming import COMPONENT_LABEL, JOB_LABEL, MODEL_PEER_PORT
 from kubeinfer_operator.builders import build_network_policy, build_statefulset
 from kubeinfer_operator.builders.networkpolicy import WORKER_METRICS_PORT, WORKER_METRICS_PORT_ENV
 from kubeinfer_operator.settings import Settings
@@ -31,6 +31,9 @@ def test_only_the_jobs_pods_reach_its_workers_on_any_port() -> None:
     peers, metrics = spec["ingress"]
     # No `ports`: gloo/NCCL and peer model fetches use ports beyond the rendezvous port.
     assert peers == {"from": [{"podSelector": spec["podSelector"]}]}
+    ports = build_statefulset(job.ref(), job.spec(), "img", 0)["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert MODEL_PEER_PORT in {p["containerPort"] for p in ports}, "model fan-out between the job's pods"
+    assert MODEL_PEER_PORT != WORKER_METRICS_PORT, "the fan-out port must not be open to scrapers"
     assert metrics == {"ports": [{"protocol": "TCP", "port": WORKER_METRICS_PORT}]}, "no `from`: any source"
 
 

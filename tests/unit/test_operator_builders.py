@@ -156,8 +156,9 @@ def test_home_and_tmp_are_writable_emptydirs_under_a_read_only_root() -> None:
     for path in ("/tmp", "/home/kubeinfer"):
         assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": {}}, path
     assert env(job)["HOME"] == "/home/kubeinfer", "caches (~/.cache, HF_HOME) must land on the emptyDir"
-    writable = {m["mountPath"] for m in container(job)["volumeMounts"] if not m.get("readOnly")}
-    assert writable == {"/tmp", "/home/kubeinfer", "/dev/shm"}
+    writable = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"] if not m.get("readOnly")}
+    assert set(writable) == {"/tmp", "/home/kubeinfer", "/dev/shm", "/var/cache/kubeinfer/pod"}
+    assert all("emptyDir" in volumes[name] for name in writable.values()), "no writable path outlives the pod"
 
 
 def test_a_user_volume_at_tmp_replaces_ours() -> None:
@@ -201,8 +202,8 @@ def test_absent_passthrough_fields_are_not_set() -> None:
 def test_user_volumes_and_mounts_are_added_after_ours() -> None:
     job = (JobBuilder().set("workers.volumes", [{"name": "models", "persistentVolumeClaim": {"claimName": "m"}}])
            .set("workers.volumeMounts", [{"name": "models", "mountPath": "/models"}]))
-    assert [v["name"] for v in pod_spec(job)["volumes"]] == ["job-config", "dshm", "kubeinfer-home",
-                                                             "kubeinfer-tmp", "models"]
+    assert [v["name"] for v in pod_spec(job)["volumes"]] == ["job-config", "dshm", "model-files",
+                                                             "kubeinfer-home", "kubeinfer-tmp", "models"]
     assert container(job)["volumeMounts"][-1] == {"name": "models", "mountPath": "/models"}
 
 

@@ -17,6 +17,7 @@ from kubeinfer_api.naming import (
 from kubeinfer_api.plan import processes_per_node, world_size
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_operator.builders.common import JobRef, Obj
+from kubeinfer_operator.builders.modelio import cache_env
 from kubeinfer_operator.builders.podsecurity import scratch_env
 
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
@@ -104,5 +105,5 @@ def merge_env(injected: list[Obj], user: list[Obj]) -> list[Obj]:
 
 def worker_env(job: JobRef, spec: DistributedInferenceSpec) -> list[Obj]:
     injected = (rendezvous_env(job, spec) + kubeinfer_env(job, spec) + nccl_env(spec) + storage_env(spec)
-                + scratch_env())
+                + cache_env(spec) + scratch_env())
     return merge_env(injected, spec.workers.env)

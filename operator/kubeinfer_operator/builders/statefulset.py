@@ -16,6 +16,7 @@ from kubeinfer_api.naming import (
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_operator.builders.common import COMPONENT_WORKER, JobRef, Obj, metadata
 from kubeinfer_operator.builders.env import worker_env
+from kubeinfer_operator.builders.modelio import cache_mounts, cache_volumes, peer_port
 from kubeinfer_operator.builders.podsecurity import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -53,11 +54,12 @@ def container(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
         "image": w.image or image,
         "command": ["kubeinfer-worker"],
         "env": worker_env(job, spec),
-        "ports": [{"name": "rendezvous", "containerPort": spec.rendezvous.port, "protocol": "TCP"}],
+        "ports": [{"name": "rendezvous", "containerPort": spec.rendezvous.port, "protocol": "TCP"}, peer_port()],
         "resources": resources(spec),
         "volumeMounts": [
             {"name": "job-config", "mountPath": JOB_MOUNT_DIR, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *cache_mounts(spec),
             *scratch_mounts(w.volume_mounts),
             *w.volume_mounts,
         ],
@@ -82,6 +84,7 @@ def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
             {"name": "job-config", "configMap": {"name": job_configmap(job.name)}},
             # Memory-backed: the 64 MiB default /dev/shm breaks NCCL and dataloaders.
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(w.shm_size)}},
+            *cache_volumes(spec),
             *scratch_volumes(w.volume_mounts),
             *w.volumes,
         ],

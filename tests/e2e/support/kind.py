@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.support.cluster import Cluster
+from e2e.support.policies import CACHE_HOST_DIR
 
 SPARE_NODE = "kind-worker3"
 REGION = "us-east-1"
@@ -58,6 +59,7 @@ class KindBackend:
         return [
             "image.repository=kubeinfer/kubeinfer-operator", "image.tag=e2e", "image.pullPolicy=Never",
             "workerImage.repository=kubeinfer/kubeinfer-runtime", "workerImage.tag=e2e",
+            f"policies.jobAuthors.allowedCacheHostPaths={{{CACHE_HOST_DIR}}}",
         ]  # fmt: skip
 
     def s3_client(self) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 from e2e.support import shared
 from e2e.support.cluster import Cluster
+from e2e.support.policies import CACHE_HOST_DIR
 from localcluster.binaries import binary, spawn, wait_until
 from localcluster.controlplane import ControlPlane
 from localcluster.node_agent.launcher import NodeAgentProcess, container_log, pod_processes
@@ -102,6 +103,7 @@ class LocalBackend:
         return [
             f"image.repository={OPERATOR_IMAGE}", f"image.tag={TAG}", "image.pullPolicy=Never",
             f"workerImage.repository={WORKER_IMAGE}", f"workerImage.tag={TAG}",
+            f"policies.jobAuthors.allowedCacheHostPaths={{{CACHE_HOST_DIR}}}",
         ]  # fmt: skip
 
     def s3_client(self) -> Any:

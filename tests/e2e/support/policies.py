@@ -10,6 +10,11 @@ import subprocess
 from collections.abc import Callable
 
 from e2e.support.cluster import CHART, wait_for
+from localcluster.binaries import cache_dir
+
+#: The node directory below which e2e jobs keep hostPath model caches (test_coldstart): the e2e install
+#: lists it in policies.jobAuthors.allowedCacheHostPaths, so the job-author policy allows it and no other.
+CACHE_HOST_DIR = cache_dir() / "e2e"
 
 OPERATOR_SCOPE = "templates/policies/operator-scope.yaml"
 JOB_AUTHORS = "templates/policies/job-authors.yaml"
