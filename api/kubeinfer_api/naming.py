@@ -25,6 +25,11 @@ def workers(job: str) -> str:
     return f"{job}-workers"
 
 
+def pod_group(job: str, attempt: int) -> str:
+    """The attempt's scheduling.k8s.io PodGroup: a new attempt is placed as a whole again."""
+    return f"{job}-gang-{attempt}"
+
+
 def worker_account(job: str) -> str:
     """ServiceAccount, Role and RoleBinding of the workers."""
     return f"{job}-worker"

@@ -129,6 +129,9 @@ class WorkersSpec(SpecModel):
     pod_labels: dict[str, str] = Field(default_factory=dict)
     pod_annotations: dict[str, str] = Field(default_factory=dict)
     shm_size: Quantity = Field("8Gi", description="Size of the memory-backed /dev/shm (NCCL needs > 64Mi).")
+    termination_grace_period_seconds: int = Field(60, ge=1, le=3600, description=(
+        "How long a worker may drain on SIGTERM (preemption, eviction, suspend, delete): it stops taking "
+        "items and commits what it finished; also passed to the worker as KUBEINFER_GRACE_SECONDS."))
 
 
 class RendezvousSpec(SpecModel):
@@ -150,6 +153,28 @@ class OutputSpec(SpecModel):
     contact_sheet: bool = Field(True, description="Write contact-sheet.png with thumbnails of all images.")
 
 
+FailureAction = Literal["FailJob", "RestartJob", "RestartJobAndIgnoreMaxRestarts"]
+
+
+class FailureRule(SpecModel):
+    """JobSet's failurePolicy.rules, for worker failures: the first rule that matches decides."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.onReasons) || has(self.onMessagePatterns)",
+            "failurePolicy.rules[]: set onReasons, onMessagePatterns or both"),
+    ]})
+    name: str | None = Field(None, max_length=128, description="Shown in the job's conditions when it matches.")
+    action: FailureAction = Field(description=(
+        "FailJob: fail now, no restart can fix this; RestartJob: restart the workers, counted against "
+        "maxRestarts; RestartJobAndIgnoreMaxRestarts: restart without counting (a disruption)."))
+    on_reasons: list[str] | None = Field(None, max_length=32, description=(
+        "Failure reasons this rule matches: a worker's own (the CamelCase word before ':' in its termination "
+        "message, e.g. ModelError, StorageError) or the operator's (WorkerFailed, PodDeleted, NodeNotReady, "
+        "Stalled, RendezvousTimeout, Preempted)."))
+    on_message_patterns: list[str] | None = Field(None, max_length=32, description=(
+        "Regular expressions (Python syntax) searched in the failure message; with onReasons both must match."))
+
+
 class FailurePolicy(SpecModel):
     max_restarts: int = Field(3, ge=0, le=100, description="Gang restarts before the job is Failed.")
     stall_timeout_seconds: int = Field(900, ge=0, le=86400, description=(
@@ -157,6 +182,19 @@ class FailurePolicy(SpecModel):
     startup_timeout_seconds: int = Field(600, ge=0, le=86400, description=(
         "Fail the job when a worker waits this long in a state no restart fixes (ErrImagePull, "
         "ImagePullBackOff, InvalidImageName, CreateContainerConfigError); 0 disables."))
+    rules: list[FailureRule] = Field(default_factory=list, max_length=16, description=(
+        "Checked in order before the built-in rules (permanent: model missing, access denied, invalid input "
+        "fail at once; disruptions restart without counting; anything else restarts, counted)."))
+
+
+class SchedulingSpec(SpecModel):
+    gang: Literal["Auto", "Required", "Disabled"] = Field("Auto", description=(
+        "Auto: gang-schedule the workers (a scheduling.k8s.io/v1beta1 PodGroup: all bound or none) where the "
+        "cluster serves the API, otherwise schedule them one by one and say so; Required: fail the job "
+        "where the cluster cannot; Disabled: never create a PodGroup."))
+    topology_key: str | None = Field(None, max_length=317, pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9_.-]+$", description=(
+        "A node label (e.g. topology.kubernetes.io/zone): every worker lands on nodes with the same value "
+        "(PodGroup topology constraint, Kueue topology request or pod affinity, whichever the cluster has)."))
 
 
 class SuccessPolicy(SpecModel):
@@ -204,10 +242,11 @@ class DistributedInferenceSpec(SpecModel):
     output: OutputSpec
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
     success_policy: SuccessPolicy = Field(default_factory=SuccessPolicy)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     suspend: bool = Field(False, description="true removes the workers and keeps the job; false resumes it.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description=(
         "Delete the job this long after it is Complete or Failed."))
 
 
 #: Fields that may not change after creation (CEL `self == oldSelf` on each).
-IMMUTABLE_FIELDS = ("model", "task", "inputs", "strategy", "workers", "rendezvous", "output")
+IMMUTABLE_FIELDS = ("model", "task", "inputs", "strategy", "workers", "rendezvous", "output", "scheduling")

@@ -22,6 +22,7 @@ _WORKER_REASON = re.compile(r"^((?:[A-Z][a-z0-9]+){2,8}): ")
 STUCK_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                            "CreateContainerConfigError", "CreateContainerError"})
 MESSAGE_LIMIT = 2000
+GANG_PREFIX = "pod group is unschedulable, "
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Failure:
 class Observation:
     current_pods: tuple[str, ...] = ()
     running: int = 0
+    bound: int = 0  # current pods the scheduler has placed on a node
+    unschedulable: tuple[str, ...] = ()  # the scheduler's reasons for current pods it cannot place
     stale: tuple[str, ...] = ()
     lost: tuple[str, ...] = field(default=())
     failure: Failure | None = None
@@ -122,6 +125,26 @@ def is_running(pod: Obj) -> bool:
     return bool(containers) and all("running" in (cs.get("state") or {}) for cs in containers)
 
 
+def unschedulable_reason(pod: Obj) -> str | None:
+    """The scheduler's message on a pod it could not place (PodScheduled False, reason Unschedulable)."""
+    if (pod.get("spec") or {}).get("nodeName"):
+        return None
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
+            text = str(cond.get("message") or "unschedulable")
+            while text.startswith(GANG_PREFIX * 2):  # the gang plugin repeats its own prefix
+                text = text[len(GANG_PREFIX):]
+            return text
+    return None
+
+
+def scheduler_says(pods: list[Obj]) -> tuple[str, ...]:
+    """The pods' scheduling failures, a gang's verdict first (it names why the whole group waits)."""
+    found = [(m, _name(p)) for p in pods if (m := unschedulable_reason(p)) is not None]
+    found.sort(key=lambda pair: (not pair[0].startswith(GANG_PREFIX), pair[1]))
+    return tuple(f"{pod}: {message}" for message, pod in found)
+
+
 def waiting_reasons(pod: Obj) -> list[str]:
     out = []
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -155,6 +178,8 @@ def observe(pods: list[Obj], attempt: int, node_ready: dict[str, bool], progress
     return Observation(
         current_pods=tuple(sorted(_name(p) for p in current)),
         running=sum(1 for p in current if is_running(p)),
+        bound=sum(1 for p in current if (p.get("spec") or {}).get("nodeName")),
+        unschedulable=scheduler_says(current),
         stale=stale,
         lost=lost,
         failure=failures[0] if failures else None,

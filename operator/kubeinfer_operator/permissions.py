@@ -28,6 +28,8 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
      "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # Gang scheduling: one PodGroup per attempt, deleted with the attempt (no watch: the pods tell).
+    {"apiGroups": ["scheduling.k8s.io"], "resources": ["podgroups"], "verbs": ["get", "create", "delete"]},
 ]
 #: Cluster-scoped reads, needed in both modes.
 CLUSTER_RULES: list[dict[str, Any]] = [

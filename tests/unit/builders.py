@@ -151,6 +151,13 @@ class PodBuilder:
         self._pod["status"] = {"phase": "Running", "containerStatuses": [status]}
         return self
 
+    def unschedulable(self, message: str) -> PodBuilder:
+        """Not bound: the scheduler could not place it and said why."""
+        self._pod["spec"].pop("nodeName", None)
+        self._pod["status"] = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}
+        return self
+
     def deleted(self, at: str = "2026-01-01T00:06:00Z") -> PodBuilder:
         self._pod["metadata"]["deletionTimestamp"] = at
         return self

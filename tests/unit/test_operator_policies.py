@@ -43,7 +43,7 @@ def test_all_workers_running() -> None:
     status = running_status(job)
     assert status.state == "Running"
     assert [e.reason for e in step(job, DistributedInferenceStatus(), [p.running() for p in gang("cats", 2)]).events
-            ] == ["ChildrenCreated", "WorkersRunning"]
+            ] == ["ChildrenCreated", "GangSchedulingUnavailable", "WorkersRunning"]
 
 
 def test_partly_running_is_pending_with_the_stuck_reason() -> None:

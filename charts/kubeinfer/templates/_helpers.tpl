@@ -98,6 +98,10 @@ operator under these rules).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# Gang scheduling: one PodGroup per attempt, deleted with the attempt (no watch: the pods tell).
+- apiGroups: [scheduling.k8s.io]
+  resources: [podgroups]
+  verbs: [get, create, delete]
 {{- end }}
 
 {{/* Cluster-scoped, read-only: needed in both modes. */}}

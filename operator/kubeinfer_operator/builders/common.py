@@ -13,6 +13,7 @@ Obj = dict[str, Any]
 COMPONENT_CONFIG = "job-config"
 COMPONENT_PROGRESS = "progress"
 COMPONENT_WORKER = "worker"
+COMPONENT_GANG = "gang"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from kubeinfer_api.naming import (
@@ -72,11 +73,28 @@ def container(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
     return out
 
 
-def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
+def affinity(job: JobRef, spec: DistributedInferenceSpec) -> Obj | None:
+    """The user's affinity plus, with scheduling.topologyKey, a required pod affinity to the job's own
+    workers in that topology domain (the first worker picks the domain, the others follow it)."""
+    key = spec.scheduling.topology_key
+    if not key:
+        return spec.workers.affinity
+    out: Obj = copy.deepcopy(spec.workers.affinity or {})
+    term = {"labelSelector": {"matchLabels": selector(job.name, COMPONENT_WORKER)}, "topologyKey": key}
+    pod_affinity = out.setdefault("podAffinity", {})
+    pod_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = [
+        *pod_affinity.get("requiredDuringSchedulingIgnoredDuringExecution", []), term]
+    return out
+
+
+def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str, pod_group: str | None = None) -> Obj:
+    """`pod_group`: the attempt's PodGroup, so the scheduler binds the whole gang or nothing."""
     w = spec.workers
     out: Obj = {
         "serviceAccountName": worker_account(job.name),
         "restartPolicy": "Always",
+        # SIGTERM (preemption, eviction, suspend) leaves this long to commit finished items and stop.
+        "terminationGracePeriodSeconds": w.termination_grace_period_seconds,
         "enableServiceLinks": False,
         "securityContext": RESTRICTED_POD,
         "containers": [container(job, spec, image)],
@@ -88,14 +106,17 @@ def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
         ],
     }
     optional = {"nodeSelector": w.node_selector or None, "tolerations": w.tolerations or None,
-                "affinity": w.affinity, "priorityClassName": w.priority_class_name,
+                "affinity": affinity(job, spec), "priorityClassName": w.priority_class_name,
                 "schedulerName": w.scheduler_name,
                 "imagePullSecrets": [{"name": ref.name} for ref in w.image_pull_secrets] or None}
     out.update({k: v for k, v in optional.items() if v is not None})
+    if pod_group:
+        out["schedulingGroup"] = {"podGroupName": pod_group}
     return out
 
 
-def build_statefulset(job: JobRef, spec: DistributedInferenceSpec, image: str, attempt: int) -> Obj:
+def build_statefulset(job: JobRef, spec: DistributedInferenceSpec, image: str, attempt: int,
+                      pod_group: str | None = None) -> Obj:
     """`attempt` goes into the pod template: bumping it (plus deleting the pods) is a gang restart."""
     name = workers(job.name)
     template_labels = {**spec.workers.pod_labels, **labels(job.name, COMPONENT_WORKER)}
@@ -112,7 +133,7 @@ def build_statefulset(job: JobRef, spec: DistributedInferenceSpec, image: str, a
             "selector": {"matchLabels": selector(job.name, COMPONENT_WORKER)},
             "template": {
                 "metadata": {"labels": template_labels, "annotations": annotations},
-                "spec": pod_spec(job, spec, image),
+                "spec": pod_spec(job, spec, image, pod_group),
             },
         },
     }

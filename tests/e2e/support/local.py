@@ -63,14 +63,23 @@ class LocalBackend:
 
     def agent_process(self, node: str, *, detach: bool = False) -> NodeAgentProcess:
         """An agent for `node` that runs the project's images from this venv (not started)."""
-        args = [arg for image, argv in ENTRYPOINTS.items() for arg in ("--entrypoint", f"{image}={json.dumps(argv)}")]
-        args += [arg for key, value in AGENT_ENV.items() for arg in ("--env", f"{key}={value}")]
         return NodeAgentProcess(
-            self.kubeconfig, [node], self.workdir, api_port=self.plane.pod_api_port, extra_args=args, detach=detach
+            self.kubeconfig, [node], self.workdir, api_port=self.plane.pod_api_port, extra_args=_agent_args(),
+            detach=detach,
         )
 
     def _start_agent(self, node: str) -> None:
         self.agents[node] = self.agent_process(node).start()
+
+    def start_pool(self, nodes: list[str], *, cpu: str, labels: dict[str, str], taint: str) -> NodeAgentProcess:
+        """Extra nodes for scheduling tests: one agent for all of them, each with `cpu` cores, `labels`, and
+        `taint` so that only jobs tolerating it land there. The caller stops it (`.stop()`)."""
+        agent = NodeAgentProcess(self.kubeconfig, nodes, self.workdir, api_port=self.plane.pod_api_port, cpu=cpu,
+                                 extra_args=_agent_args(labels))
+        agent.start()
+        for node in nodes:
+            Cluster(self).kubectl("taint", "node", node, taint, "--overwrite")
+        return agent
 
     def stop_agents(self) -> None:
         for agent in self.agents.values():
@@ -139,3 +148,9 @@ class LocalBackend:
         agent_logs = [agent.log_file for agent in self.agents.values()]
         return [*self.plane.log_files(), self.s3.log_file, *agent_logs]
 
+
+def _agent_args(labels: dict[str, str] | None = None) -> list[str]:
+    """The project's images mapped to its console scripts, the pods' env, and extra node labels."""
+    args = [arg for image, argv in ENTRYPOINTS.items() for arg in ("--entrypoint", f"{image}={json.dumps(argv)}")]
+    args += [arg for key, value in AGENT_ENV.items() for arg in ("--env", f"{key}={value}")]
+    return args + [arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")]
