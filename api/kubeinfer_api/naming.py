@@ -30,6 +30,11 @@ def pod_group(job: str, attempt: int) -> str:
     return f"{job}-gang-{attempt}"
 
 
+def kueue_workload(job: str) -> str:
+    """The job's one Kueue Workload (kueue.x-k8s.io), for its whole life."""
+    return f"{job}-kueue"
+
+
 def worker_account(job: str) -> str:
     """ServiceAccount, Role and RoleBinding of the workers."""
     return f"{job}-worker"

@@ -41,6 +41,8 @@ class Reason:
     POD_GROUP_CREATED = "PodGroupCreated"
     GANG_UNAVAILABLE = "GangSchedulingUnavailable"
     PREEMPTED = "Preempted"
+    WAITING_FOR_ADMISSION = "WaitingForAdmission"
+    ADMITTED = "Admitted"
 
 
 class Condition(SpecModel):

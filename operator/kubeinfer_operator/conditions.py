@@ -32,6 +32,10 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_now() -> str:
+    return iso(datetime.now(UTC))
+
+
 def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None

@@ -13,8 +13,9 @@ from kubeinfer_api.plan import build_plan
 from kubeinfer_api.progress import Progress
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_api.status import DistributedInferenceStatus, OutputStatus, ProgressStatus, Reason
-from kubeinfer_operator import conditions, failure_policy, gang, success_policy, suspend, ttl
+from kubeinfer_operator import conditions, failure_policy, gang, kueue, success_policy, suspend, ttl
 from kubeinfer_operator.conditions import Event
+from kubeinfer_operator.kueue import KueueView, Sync
 from kubeinfer_operator.observe import Observation
 
 
@@ -36,6 +37,7 @@ class Decision:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     restart_reason: str | None = None
+    kueue: Sync = field(default_factory=Sync)  # what the job's Kueue Workload must be told
 
 
 def merge_progress(old: ProgressStatus | None, report: Progress | None, now: datetime) -> ProgressStatus | None:
@@ -103,11 +105,13 @@ def _finish(decision: Decision, raw_ttl: int | None, now: datetime) -> Decision:
 
 
 def decide(spec: DistributedInferenceSpec, old: DistributedInferenceStatus, obs: Observation, now: datetime,
-           generation: int | None, cluster: Cluster = Cluster()) -> Decision:
+           generation: int | None, cluster: Cluster = Cluster(), queue: KueueView | None = None) -> Decision:
+    """`queue`: the job's Kueue Workload when the job names a LocalQueue (None: Kueue is not involved)."""
     status = old.model_copy(deep=True)
     decision = Decision(status=status)
     if conditions.finished(old):
-        return _with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old)
+        return _queue_sync(_with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old), spec, obs,
+                           queue)
     _observed(status, spec, obs, now, generation)
     outcome = success_policy.judge(spec, obs.progress)
     if outcome is not None:
@@ -115,12 +119,19 @@ def decide(spec: DistributedInferenceSpec, old: DistributedInferenceStatus, obs:
         success_policy.apply(status, outcome, now, generation)
     elif spec.suspend:
         suspend.apply_suspend(status, now, generation)
-    else:
+    elif queue is None or not kueue.hold(status, queue, now, generation):
         _run(decision, spec, obs, now, generation, cluster)
     if not decision.workers:
         # Teardown deletes the StatefulSet; pods on a dead node would hang in Terminating without this.
         decision.force_delete_pods = obs.lost
-    return _with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old)
+    return _queue_sync(_with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old), spec, obs, queue)
+
+
+def _queue_sync(decision: Decision, spec: DistributedInferenceSpec, obs: Observation,
+                queue: KueueView | None) -> Decision:
+    if queue is not None:
+        decision.kueue = kueue.sync(queue, decision.status, spec.suspend, obs, spec.workers.nodes)
+    return decision
 
 
 def _run(decision: Decision, spec: DistributedInferenceSpec, obs: Observation, now: datetime,

@@ -25,6 +25,14 @@ MESSAGE_LIMIT = 2000
 GANG_PREFIX = "pod group is unschedulable, "
 
 
+#: DisruptionTarget reasons that say the cluster took the pod away (preemption, a drain through the Eviction
+#: API, a NoExecute taint): not the job's fault. Kubelet terminations (node pressure, maybe the job's own
+#: memory) and PodGC (a vanished node) stay failures that count.
+DISRUPTIONS = frozenset({"PreemptionByScheduler", "EvictionByEvictionAPI", "DeletionByTaintManager"})
+#: A worker that stopped because it was asked to (SIGTERM) says so with this termination message prefix.
+DRAINED = "Drained:"
+
+
 @dataclass(frozen=True)
 class Failure:
     """Why the gang must restart: the earliest failure among the current attempt's pods."""
@@ -35,6 +43,7 @@ class Failure:
     container: str | None = None
     exit_code: int | None = None
     time: str | None = None
+    disruption: bool = False  # the cluster took the worker away: a restart that costs no maxRestarts
 
     def to_status(self, attempt: int) -> FirstFailure:
         return FirstFailure(pod=self.pod, container=self.container, exit_code=self.exit_code,
@@ -79,10 +88,15 @@ def _trim(text: str) -> str:
 
 
 def container_failure(pod: Obj) -> Failure | None:
-    """A container that exited non-zero now or before its last restart (exit 0 is a finished worker)."""
+    """A container that exited non-zero now or before its last restart (exit 0 is a finished worker), or
+    one that drained on SIGTERM (a disruption, whatever its exit code)."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         for state_key in ("state", "lastState"):
             term = (cs.get(state_key) or {}).get("terminated")
+            if term and str(term.get("message") or "").startswith(DRAINED):
+                return Failure(pod=_name(pod), reason=Reason.PREEMPTED, message=_trim(term["message"]),
+                               container=cs.get("name"), exit_code=term.get("exitCode"),
+                               time=term.get("finishedAt"), disruption=True)
             if term and term.get("exitCode", 0) != 0:
                 text = _trim(term.get("message") or "")
                 match = _WORKER_REASON.match(text)
@@ -100,6 +114,10 @@ def pod_failure(pod: Obj, node_ready: dict[str, bool]) -> Failure | None:
     meta, status = pod["metadata"], pod.get("status") or {}
     disruption = next((c for c in status.get("conditions") or []
                        if c.get("type") == "DisruptionTarget" and c.get("status") == "True"), None)
+    if disruption and meta.get("deletionTimestamp") and disruption.get("reason") in DISRUPTIONS:
+        message = f"{disruption['reason']}: {disruption.get('message') or 'the pod was taken away'}"
+        return Failure(pod=_name(pod), reason=Reason.PREEMPTED, message=_trim(message),
+                       time=meta.get("deletionTimestamp"), disruption=True)
     if status.get("reason") == "Evicted" or (disruption and meta.get("deletionTimestamp")):
         message = (disruption or {}).get("message") or status.get("message") or "the pod was evicted"
         return Failure(pod=_name(pod), reason=Reason.POD_EVICTED, message=_trim(message),

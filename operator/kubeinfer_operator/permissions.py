@@ -41,3 +41,14 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     # kopf watches namespaces when it serves namespace patterns.
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
 ]
+#: With the Kueue integration on (chart value kueue.enabled): namespaced, then cluster-scoped.
+KUEUE_NAMESPACED_RULES: list[dict[str, Any]] = [
+    # The job's Workload: created, watched, its spec.active and status patched.
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads/status"], "verbs": ["get", "patch"]},
+]
+KUEUE_CLUSTER_RULES: list[dict[str, Any]] = [
+    # An admission's flavors (node labels, tolerations) and the job's priority for its Workload.
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["resourceflavors", "workloadpriorityclasses"], "verbs": ["get"]},
+    {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get"]},
+]

@@ -24,11 +24,13 @@ from kubeinfer_api.plan import build_plan
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_api.status import DistributedInferenceStatus
 from kubeinfer_api.validation import SpecError, parse_spec
-from kubeinfer_operator import apply, builders, events, ttl
+from kubeinfer_operator import apply, builders, events, kueue, ttl
 from kubeinfer_operator.builders.common import JobRef
 from kubeinfer_operator.decide import Cluster, Decision, decide, decide_invalid
 from kubeinfer_operator.discovery import PODGROUPS, Discovery
 from kubeinfer_operator.kube import Kube, Obj
+from kubeinfer_operator.kueue import Assignment, KueueView
+from kubeinfer_operator.kueue_client import KueueClient
 from kubeinfer_operator.metrics import Metrics
 from kubeinfer_operator.observe import Observation, observe
 from kubeinfer_operator.settings import Settings
@@ -69,6 +71,7 @@ class Seen:
     progress: Obj | None = None
     statefulset: Obj | None = None
     node_ready: dict[str, bool] = field(default_factory=dict)  # a node missing here counts as not ready
+    workload: Obj | None = None  # the job's Kueue Workload (watched only with the Kueue integration on)
 
 
 class Reconciler:
@@ -77,6 +80,7 @@ class Reconciler:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.discovery = Discovery(kube)
+        self.kueue = KueueClient(kube, settings.worker_image)
         # job -> (digest, when) of its last full apply: the watches may not show a new child for a while
         self.applied: dict[tuple[str, str], tuple[str, float]] = {}
         # A pass applies independent children side by side.
@@ -98,14 +102,18 @@ class Reconciler:
         now = datetime.now(UTC)
         spec: DistributedInferenceSpec | None = None
         obs = Observation()
+        labels: dict[str, str] = body["metadata"].get("labels") or {}
+        queue = kueue.view(seen.workload, self.settings.kueue) if kueue.QUEUE_LABEL in labels else None
         try:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as err:
             decision = decide_invalid(old, str(err), ttl.spec_ttl(None, body.get("spec") or {}), now, generation)
         else:
             obs = observe(seen.pods, old.attempt, seen.node_ready, (seen.progress or {}).get("data"), seen.statefulset)
-            decision = decide(spec, old, obs, now, generation, self.cluster())
-        requeue = self.execute(job, spec, old, decision, obs)
+            decision = decide(spec, old, obs, now, generation, self.cluster(), queue)
+        requeue = self.execute(job, spec, old, decision, obs, queue)
+        if spec is not None and decision.kueue:
+            self.kueue.apply(job, spec, labels, seen.workload, decision.kueue)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
         if decision.delete_job:
             self.metrics.jobs.forget(namespace, name)
@@ -117,14 +125,15 @@ class Reconciler:
         return Cluster(gang=self.discovery.serves(PODGROUPS))
 
     def execute(self, job: JobRef, spec: DistributedInferenceSpec | None, old: DistributedInferenceStatus,
-                decision: Decision, obs: Observation) -> float | None:
+                decision: Decision, obs: Observation, queue: KueueView | None = None) -> float | None:
         """Status first, then children, pods, events, and at last the job itself (TTL)."""
         requeue = decision.requeue_after
         if decision.status != old:
             body = decision.status.model_dump(by_alias=True, exclude_none=True, mode="json")
             self.kube.patch(KIND, job.namespace, job.name, {"status": body}, subresource="status")
         if decision.workers and spec is not None:
-            if self.ensure_workers(job, spec, decision.status.attempt, obs, decision.gang):
+            admitted = self.kueue.assignment(queue, job) if queue is not None else None
+            if self.ensure_workers(job, spec, decision.status.attempt, obs, decision.gang, admitted):
                 requeue = 1.0  # report Created as soon as the children exist
         elif obs.statefulset_exists or spec is None:
             self.remove_workers(job, decision.status.attempt)
@@ -141,7 +150,7 @@ class Reconciler:
         return requeue
 
     def ensure_workers(self, job: JobRef, spec: DistributedInferenceSpec, attempt: int, obs: Observation,
-                       gang: bool = False) -> bool:
+                       gang: bool = False, admitted: Assignment | None = None) -> bool:
         """Apply every child unless they were applied as desired (by this process, or as the digest on
         the StatefulSet says); True when one was created. Unchanged children are still re-read every
         REPAIR_SECONDS, so a child deleted by hand comes back. With `gang`, the attempt's PodGroup
@@ -154,7 +163,7 @@ class Reconciler:
             *((obj, False) for obj in builders.build_worker_rbac(job)),
             (builders.build_service(job, spec), False),
             *([(builders.build_pod_group(job, spec, attempt), True)] if gang else []),
-            (builders.build_statefulset(job, spec, self.settings.worker_image, attempt, group), False),
+            (builders.build_statefulset(job, spec, self.settings.worker_image, attempt, group, admitted), False),
         ]
         digest = hashlib.sha256(json.dumps(children, sort_keys=True).encode()).hexdigest()[:16]
         key, now = (job.namespace, job.name), time.monotonic()

@@ -11,79 +11,50 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from e2e.support.cluster import Cluster, Manifest, wait_for
 from e2e.support.jobs import fault_job, item_count, job_outputs, launch
+from e2e.support.pool import Pool, node_pool
 from kubeinfer_api import naming
 
 pytestmark = pytest.mark.e2e
 POOL = ["e2e-pool-1", "e2e-pool-2", "e2e-pool-3"]
 POOL_LABEL = ("kubeinfer-e2e/pool", "gang")
-POOL_TAINT = "kubeinfer-e2e/pool=gang:NoSchedule"
 PRIORITIES = {"kubeinfer-e2e-low": (100, "PreemptLowerPriority"), "kubeinfer-e2e-high": (1000, "Never")}
 TIMEOUT = 600
-
-
-@dataclass
-class Pool:
-    cluster: Cluster
-
-    def cordon(self, *nodes: str) -> None:
-        self.cluster.kubectl("cordon", *nodes)
-
-    def uncordon(self, *nodes: str) -> None:
-        self.cluster.kubectl("uncordon", *nodes)
-
-    def occupants(self) -> list[str]:
-        """Pods still bound to a pool node (an earlier test's workers may still be terminating)."""
-        out = []
-        for node in POOL:
-            found = self.cluster.kubectl("get", "pods", "-A", "-o", "name", f"--field-selector=spec.nodeName={node}")
-            out += found.stdout.split()
-        return out
 
 
 @pytest.fixture(scope="module")
 def pool(nodes: Cluster) -> Iterator[Pool]:
     """Three 2-CPU nodes only pool jobs tolerate, and two PriorityClasses; all removed afterwards."""
-    from e2e.support.local import LocalBackend
-
-    operator, backend = nodes, nodes.backend
-    if not isinstance(backend, LocalBackend):
-        pytest.fail("gang tests need node agents with a given capacity: run them on --cluster=local")
     for name, (value, policy) in PRIORITIES.items():
-        operator.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
-                        "value": value, "preemptionPolicy": policy}, "default")
-    agent = backend.start_pool(POOL, cpu="2", labels=dict([POOL_LABEL]), taint=POOL_TAINT)
+        nodes.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+                     "value": value, "preemptionPolicy": policy}, "default")
     try:
-        yield Pool(operator)
+        with node_pool(nodes, {node: {} for node in POOL}, POOL_LABEL, cpu="2") as started:
+            yield started
     finally:
-        agent.stop()
-        operator.kubectl("delete", "node", *POOL, "--ignore-not-found")
-        operator.kubectl("delete", "priorityclass", *PRIORITIES, "--ignore-not-found")
+        nodes.kubectl("delete", "priorityclass", *PRIORITIES, "--ignore-not-found")
 
 
 @pytest.fixture
 def all_room(pool: Pool, operator: Cluster) -> Iterator[Pool]:
     """The pool (and the operator) for one test: empty at its start, every node schedulable at its end."""
-    wait_for(lambda: not pool.occupants(), "the pool empty of earlier tests' pods", 120, interval=1)
+    pool.wait_empty()
     yield pool
     pool.uncordon(*POOL)
 
 
-def pool_job(name: str, namespace: str, nodes: int, gang: str = "Auto", priority: str | None = None) -> Manifest:
+def pool_job(pool: Pool, name: str, namespace: str, nodes: int, gang: str = "Auto",
+             priority: str | None = None) -> Manifest:
     """A small data-parallel job whose every worker needs a whole pool node (2 CPUs)."""
-    manifest = fault_job(name, namespace, prompts=2 * nodes, steps=2, nodes=nodes)
+    manifest = pool.admit(fault_job(name, namespace, prompts=2 * nodes, steps=2, nodes=nodes))
     spec = manifest["spec"]
     workers = spec["workers"]
     workers["resources"] = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
-    workers["nodeSelector"] = dict([POOL_LABEL])
-    workers["tolerations"] = [{"key": POOL_LABEL[0], "operator": "Equal", "value": POOL_LABEL[1],
-                               "effect": "NoSchedule"}]
     if priority:
         workers["priorityClassName"] = priority
     spec["scheduling"] = {"gang": gang}
@@ -120,7 +91,7 @@ def assert_every_item_once(cluster: Cluster, namespace: str, manifest: Manifest)
 def test_gang_binds_no_worker_until_all_fit(all_room: Pool, job_namespace: str, tiny_models: Any) -> None:
     cluster, ns = all_room.cluster, job_namespace
     all_room.cordon(POOL[2])  # room for 2 workers
-    manifest = pool_job("three", ns, nodes=3)
+    manifest = pool_job(all_room, "three", ns, nodes=3)
     name = launch(cluster, ns, manifest)
     job = cluster.wait_job(name, ns, lambda j: (j.get("status") or {}).get("state") == "Unschedulable",
                            "state Unschedulable", 120)
@@ -142,8 +113,8 @@ def test_two_jobs_that_fit_alone_but_not_together(all_room: Pool, job_namespace:
     """Room for one worker, then two; job A (low priority) asks first, job B (high, never preempts) next."""
     cluster, ns = all_room.cluster, job_namespace
     all_room.cordon(POOL[1], POOL[2])
-    first = pool_job("first", ns, nodes=2, gang=gang, priority="kubeinfer-e2e-low")
-    second = pool_job("second", ns, nodes=2, gang=gang, priority="kubeinfer-e2e-high")
+    first = pool_job(all_room, "first", ns, nodes=2, gang=gang, priority="kubeinfer-e2e-low")
+    second = pool_job(all_room, "second", ns, nodes=2, gang=gang, priority="kubeinfer-e2e-high")
     launch(cluster, ns, first)
     placed = 0 if gang == "Auto" else 1  # a gang waits whole; one by one, the first worker takes the place
     wait_for(lambda: unschedulable(cluster, ns, "first", 2) and bound(cluster, ns, "first") == placed,

@@ -162,9 +162,9 @@ class PodBuilder:
         self._pod["metadata"]["deletionTimestamp"] = at
         return self
 
-    def disrupted(self, message: str = "Eviction API: evicting") -> PodBuilder:
+    def disrupted(self, message: str = "Eviction API: evicting", reason: str = "EvictionByEvictionAPI") -> PodBuilder:
         self._pod["status"].setdefault("conditions", []).append(
-            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI", "message": message})
+            {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": message})
         return self
 
     def evicted_by_kubelet(self) -> PodBuilder:

@@ -132,7 +132,7 @@ def test_pods_on_a_lost_node_are_force_deleted_in_the_restart() -> None:
 
 @pytest.mark.parametrize(("pod", "reason"), [
     (PodBuilder("cats", 1).running().deleted(), "PodDeleted"),
-    (PodBuilder("cats", 1).running().disrupted().deleted(), "PodEvicted"),
+    (PodBuilder("cats", 1).running().disrupted().deleted(), "Preempted"),
     (PodBuilder("cats", 1).evicted_by_kubelet(), "PodEvicted"),
 ])
 def test_deleted_or_evicted_pod_restarts_the_gang(pod: PodBuilder, reason: str) -> None:

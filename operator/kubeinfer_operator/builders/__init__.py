@@ -8,6 +8,7 @@ from kubeinfer_operator.builders.podgroup import build_pod_group
 from kubeinfer_operator.builders.rbac import build_worker_rbac
 from kubeinfer_operator.builders.service import build_service
 from kubeinfer_operator.builders.statefulset import build_statefulset
+from kubeinfer_operator.builders.workload import build_workload
 
 __all__ = [
     "JobRef",
@@ -17,5 +18,6 @@ __all__ = [
     "build_service",
     "build_statefulset",
     "build_worker_rbac",
+    "build_workload",
     "owner_reference",
 ]

@@ -14,6 +14,7 @@ COMPONENT_CONFIG = "job-config"
 COMPONENT_PROGRESS = "progress"
 COMPONENT_WORKER = "worker"
 COMPONENT_GANG = "gang"
+COMPONENT_QUEUE = "queue"
 
 
 @dataclass(frozen=True)

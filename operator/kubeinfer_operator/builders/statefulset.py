@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from kubeinfer_api.naming import (
@@ -15,8 +14,10 @@ from kubeinfer_api.naming import (
     workers,
 )
 from kubeinfer_api.spec import DistributedInferenceSpec
+from kubeinfer_operator.builders import placement
 from kubeinfer_operator.builders.common import COMPONENT_WORKER, JobRef, Obj, metadata
 from kubeinfer_operator.builders.env import worker_env
+from kubeinfer_operator.kueue import Assignment
 
 GPU_RESOURCE = "nvidia.com/gpu"
 WORKER_UID = 1000
@@ -73,22 +74,7 @@ def container(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
     return out
 
 
-def affinity(job: JobRef, spec: DistributedInferenceSpec) -> Obj | None:
-    """The user's affinity plus, with scheduling.topologyKey, a required pod affinity to the job's own
-    workers in that topology domain (the first worker picks the domain, the others follow it)."""
-    key = spec.scheduling.topology_key
-    if not key:
-        return spec.workers.affinity
-    out: Obj = copy.deepcopy(spec.workers.affinity or {})
-    term = {"labelSelector": {"matchLabels": selector(job.name, COMPONENT_WORKER)}, "topologyKey": key}
-    pod_affinity = out.setdefault("podAffinity", {})
-    pod_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = [
-        *pod_affinity.get("requiredDuringSchedulingIgnoredDuringExecution", []), term]
-    return out
-
-
-def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str, pod_group: str | None = None) -> Obj:
-    """`pod_group`: the attempt's PodGroup, so the scheduler binds the whole gang or nothing."""
+def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
     w = spec.workers
     out: Obj = {
         "serviceAccountName": worker_account(job.name),
@@ -106,21 +92,29 @@ def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str, pod_group:
         ],
     }
     optional = {"nodeSelector": w.node_selector or None, "tolerations": w.tolerations or None,
-                "affinity": affinity(job, spec), "priorityClassName": w.priority_class_name,
+                "affinity": placement.affinity(job, spec), "priorityClassName": w.priority_class_name,
                 "schedulerName": w.scheduler_name,
                 "imagePullSecrets": [{"name": ref.name} for ref in w.image_pull_secrets] or None}
     out.update({k: v for k, v in optional.items() if v is not None})
-    if pod_group:
-        out["schedulingGroup"] = {"podGroupName": pod_group}
     return out
 
 
+def pod_template(job: JobRef, spec: DistributedInferenceSpec, image: str, attempt: int,
+                 pod_group: str | None = None, assignment: Assignment | None = None) -> Obj:
+    """The workers' pod template, placed (placement.place) in the attempt's PodGroup and Kueue admission."""
+    template: Obj = {
+        "metadata": {"labels": {**spec.workers.pod_labels, **labels(job.name, COMPONENT_WORKER)},
+                     "annotations": {**spec.workers.pod_annotations, ATTEMPT_ANNOTATION: str(attempt)}},
+        "spec": pod_spec(job, spec, image),
+    }
+    placement.place(template, spec, pod_group, assignment)
+    return template
+
+
 def build_statefulset(job: JobRef, spec: DistributedInferenceSpec, image: str, attempt: int,
-                      pod_group: str | None = None) -> Obj:
+                      pod_group: str | None = None, assignment: Assignment | None = None) -> Obj:
     """`attempt` goes into the pod template: bumping it (plus deleting the pods) is a gang restart."""
     name = workers(job.name)
-    template_labels = {**spec.workers.pod_labels, **labels(job.name, COMPONENT_WORKER)}
-    annotations = {**spec.workers.pod_annotations, ATTEMPT_ANNOTATION: str(attempt)}
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": metadata(job, name, COMPONENT_WORKER),
@@ -131,9 +125,6 @@ def build_statefulset(job: JobRef, spec: DistributedInferenceSpec, image: str, a
             # Pods change only when the operator deletes them: a gang restart replaces all at once.
             "updateStrategy": {"type": "OnDelete"},
             "selector": {"matchLabels": selector(job.name, COMPONENT_WORKER)},
-            "template": {
-                "metadata": {"labels": template_labels, "annotations": annotations},
-                "spec": pod_spec(job, spec, image, pod_group),
-            },
+            "template": pod_template(job, spec, image, attempt, pod_group, assignment),
         },
     }
