@@ -7,7 +7,7 @@ export UV_CACHE_DIR := $(CACHE)/uv
 export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
-.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds tools dev-cluster dev-cluster-down bench clean bench-scale
+.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,7 +23,7 @@ venv: $(VENV)/.stamp  ## create .venv (cached wheels, hard-linked)
 demo: venv  ## build a tiny model and run a 2-process data-parallel job locally
 	$(VENV)/bin/kubeinfer demo
 
-tools:  ## build the pinned control plane, etcd, helm and MinIO (cached)
+tools:  ## build the pinned control plane, etcd, helm, MinIO and Kueue (cached)
 	bash hack/build-tools.sh
 
 test: venv tools  ## the whole suite: lint, unit, runtime, e2e
@@ -43,8 +43,16 @@ lint: venv  ## ruff and mypy (the CRD drift check is a unit test)
 	$(VENV)/bin/ruff check api operator runtime tests bench
 	$(VENV)/bin/mypy
 
-crds: venv  ## regenerate crds/ and the chart's copy from the pydantic models
+crds: venv  ## regenerate crds/, the chart's copy and docs/reference/fields.md from the pydantic models
 	$(PY) -m kubeinfer_api.crd --write
+	$(PY) -m kubeinfer_api.reference --write
+
+docs: venv  ## regenerate docs/reference/fields.md, then build the docs site with --strict into site/
+	$(PY) -m kubeinfer_api.reference --write
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: venv  ## serve the docs site with live reload on http://127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 dev-cluster: venv tools  ## start a local control plane, node agent, S3 server and the operator
 	$(PY) -m localcluster up
@@ -56,7 +64,7 @@ bench: venv  ## runtime overhead and upload-overlap benchmarks
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) outputs site .pytest_cache .mypy_cache .ruff_cache
 
 bench-scale: venv  ## 1,000 jobs: kubeinfer-operator vs the JobSet controller on a local control plane
 	bash hack/build-tools.sh kubernetes etcd jobset

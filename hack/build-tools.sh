@@ -196,6 +196,9 @@ main() {
   ((${#selected[@]})) || selected=("${COMPONENTS[@]}")
   command -v go >/dev/null || die "go is not installed (need go >= 1.26 on PATH)"
   mkdir -p "${BIN_ROOT}" "${GOMODCACHE}" "${GOCACHE}"
+  # One build at a time per cache: a second caller waits, then finds the binaries cached.
+  exec 9>"${CACHE}/build-tools.lock"
+  flock 9
   local comp
   for comp in "${selected[@]}"; do
     ((sync)) && sync_component "${comp}"

@@ -35,63 +35,77 @@ class SpecModel(BaseModel):
 
 class ModelSource(SpecModel):
     uri: str = Field(max_length=2048, pattern=URI_PATTERN, description=(
-        "Where the model is: s3://, gs://, az://, hf://org/name, file:///path or /path (a mounted PVC)."))
+        "Where the model is: s3://, gs://, az://, abfs://, hf://org/name, file:///path or /path (a mounted PVC)."))
     pipeline: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
-        "diffusers/transformers class to load with; default: from model_index.json / config.json."))
-    dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
+        "diffusers/transformers class to load with; default: from model_index.json (diffusers), "
+        "AutoModelForCausalLM (text-generation)."))
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("bfloat16", description="Weights and compute dtype.")
     revision: str = Field("main", max_length=256, description="Branch, tag or commit (hf:// only).")
     credentials_secret: str | None = Field(None, max_length=253, description=(
-        "Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_ENDPOINT_URL] or HF_TOKEN."))
+        "Secret with storage keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) or HF_TOKEN."))
 
 
 class TaskSpec(SpecModel):
-    type: Literal["text-to-image", "text-generation"] = "text-to-image"
+    """What each item computes."""
+
+    type: Literal["text-to-image", "text-generation"] = Field("text-to-image", description=(
+        "text-to-image: a diffusers pipeline; text-generation: a transformers causal LM."))
     parameters: dict[str, Any] = Field(default_factory=dict, description=(
-        "Passed to the pipeline call (e.g. num_inference_steps, height, max_new_tokens)."))
+        "Arguments of the pipeline call / generate() (e.g. num_inference_steps, height, max_new_tokens)."))
     seed: int = Field(0, ge=0, le=2**31 - 1, description=(
-        "Item i uses seed + i, so outputs do not depend on the number of workers."))
+        "Item i uses seed + i (unless its JSONL line sets seed), so outputs do not depend on the number "
+        "of workers."))
 
 
 class InputsSpec(SpecModel):
+    """The prompts: exactly one of prompts (inline) or uri (a JSONL file)."""
+
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         cel("has(self.prompts) != has(self.uri)",
             "set exactly one of inputs.prompts (inline list) or inputs.uri (a JSONL file)"),
     ]})
     prompts: list[str] | None = Field(None, max_length=1000, description=(
-        "Inline prompts (up to 1000; use inputs.uri for more)."))
+        "Inline prompts (up to 1000; use inputs.uri for more); ids 00000, 00001, ..."))
     uri: str | None = Field(None, max_length=2048, pattern=STORE_URI_PATTERN, description=(
-        'JSONL, one item per line: {"id": ..., "prompt": ..., optional per-item parameters and seed}.'))
+        'JSONL, one item per line: {"id": ..., "prompt": ..., optional per-item parameters and seed}; '
+        "s3://, gs://, az://, file:// or a path (not hf://)."))
 
 
 class PipelineOptions(SpecModel):
     split_points: list[str] = Field(default_factory=list, max_length=64, description=(
-        "Module names where stages start (e.g. transformer.h.6); empty = balanced automatically."))
+        "Module names where stages start (e.g. transformer.h.6), world size - 1 of them; empty = balanced "
+        "automatically."))
     num_chunks: int = Field(2, ge=1, le=1024, description="Micro-batches in flight through the pipeline.")
-    gather_output: bool = Field(False, description="Send the output to every rank, not only the last.")
+    gather_output: bool = Field(False, description="Outputs written by rank 0 instead of the last stage.")
 
 
 class DeviceMapOptions(SpecModel):
-    placement: Literal["balanced", "auto", "sequential"] = "balanced"
+    placement: Literal["balanced", "auto", "sequential"] = Field("balanced", description=(
+        "accelerate device_map placement."))
     max_memory: dict[str, str] = Field(default_factory=dict, description=(
-        'Per-device cap, e.g. {"0": "70GiB", "cpu": "200GiB"}.'))
+        'Per-device cap, keys a GPU index or cpu, e.g. {"0": "70GiB", "cpu": "200GiB"}.'))
     staged_loading: bool = Field(True, description=(
         "Load text encoders, then the transformer, then the VAE, freeing each stage's memory."))
 
 
 class ContextOptions(SpecModel):
-    ring_degree: int = Field(1, ge=1, le=64)
-    ulysses_degree: int = Field(1, ge=1, le=64)
-    attention_backend: Literal["auto", "native", "flash", "_native_flash", "_native_cudnn", "sage"] = "auto"
+    ring_degree: int = Field(1, ge=1, le=64, description="Ring attention degree.")
+    ulysses_degree: int = Field(1, ge=1, le=64, description="Ulysses degree (must divide the attention heads).")
+    attention_backend: Literal["auto", "native", "flash", "_native_flash", "_native_cudnn", "sage"] = Field(
+        "auto", description="diffusers attention backend.")
 
 
 class StrategySpec(SpecModel):
+    """How the work is spread over the processes, and each strategy's options."""
+
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         cel("self.type != 'context' || has(self.context)",
             "strategy.context (ringDegree, ulyssesDegree) is required when strategy.type is context"),
         cel("!has(self.context) || self.context.ringDegree * self.context.ulyssesDegree >= 2",
             "strategy.context: ringDegree * ulyssesDegree must be at least 2"),
     ]})
-    type: Literal["data", "pipeline", "deviceMap", "context", "auto"] = "data"
+    type: Literal["data", "pipeline", "deviceMap", "context", "auto"] = Field("data", description=(
+        "Parallelism strategy."))
     batch_size: int = Field(1, ge=1, le=1024, description="Items per pipeline call on one rank.")
     pipeline: PipelineOptions | None = None
     device_map: DeviceMapOptions | None = None
@@ -100,34 +114,44 @@ class StrategySpec(SpecModel):
 
 class ResourceRequirements(SpecModel):
     model_config = ConfigDict(alias_generator=None, extra="forbid")
-    limits: dict[str, Quantity] = Field(default_factory=dict)
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict, description=(
+        "Container limits; nvidia.com/gpu is set from gpusPerNode."))
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Container requests.")
 
 
 class LocalObjectReference(SpecModel):
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, description="Name of an object in the job's namespace.")
 
 
 class WorkersSpec(SpecModel):
+    """The worker pods."""
+
     nodes: int = Field(1, ge=1, le=1024, description="Worker pods.")
-    gpus_per_node: int = Field(0, ge=0, le=16, description="nvidia.com/gpu per pod; 0 runs on CPU (gloo).")
+    gpus_per_node: int = Field(0, ge=0, le=16, description=(
+        "nvidia.com/gpu per pod (overrides any GPU value in resources); 0 runs on CPU with gloo."))
     processes_per_node: int | None = Field(None, ge=1, le=64, description=(
         "torchrun processes per pod; default gpusPerNode (1 on CPU and for deviceMap)."))
-    image: str | None = Field(None, max_length=512, description="Default: the operator's workerImage.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    image: str | None = Field(None, max_length=512, description="Worker image; default: the chart's workerImage.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(None, description=(
+        "Image pull policy; default: the cluster's."))
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16, description=(
         "Secrets (kubernetes.io/dockerconfigjson) for pulling workers.image from a private registry."))
     resources: ResourceRequirements | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] | None = None
-    priority_class_name: str | None = Field(None, max_length=253)
-    scheduler_name: str | None = Field(None, max_length=253)
-    env: list[dict[str, Any]] = Field(default_factory=list, description="EnvVar list; wins over injected env.")
-    volumes: list[dict[str, Any]] = Field(default_factory=list)
-    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
-    pod_labels: dict[str, str] = Field(default_factory=dict)
-    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of the pods.")
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Tolerations of the pods.")
+    affinity: dict[str, Any] | None = Field(None, description="Affinity of the pods.")
+    priority_class_name: str | None = Field(None, max_length=253, description="PriorityClass of the pods.")
+    scheduler_name: str | None = Field(None, max_length=253, description=(
+        "Scheduler of the pods, e.g. a gang scheduler of your cluster."))
+    env: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "Extra EnvVars; each wins over an injected variable of the same name."))
+    volumes: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "Volumes added to the pod (e.g. a PVC with the model)."))
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "VolumeMounts added to the worker container."))
+    pod_labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the pod template.")
+    pod_annotations: dict[str, str] = Field(default_factory=dict, description=(
+        "Annotations added to the pod template."))
     shm_size: Quantity = Field("8Gi", description="Size of the memory-backed /dev/shm (NCCL needs > 64Mi).")
     termination_grace_period_seconds: int = Field(60, ge=1, le=3600, description=(
         "How long a worker may drain on SIGTERM (preemption, eviction, suspend, delete): it stops taking "
@@ -135,22 +159,29 @@ class WorkersSpec(SpecModel):
 
 
 class RendezvousSpec(SpecModel):
-    port: int = Field(29500, ge=1024, le=65535)
+    """How the processes find each other (torch.distributed)."""
+
+    port: int = Field(29500, ge=1024, le=65535, description="Master port on <job>-workers-0.")
     timeout_seconds: int = Field(600, ge=10, le=7200, description=(
         "How long workers wait for the master and for collectives before failing."))
-    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl on GPUs, gloo on CPU.")
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description=(
+        "auto: nccl on GPUs, gloo on CPU; nccl needs gpusPerNode > 0."))
 
 
 class OutputSpec(SpecModel):
+    """Where everything the job writes goes."""
+
     uri: str = Field(max_length=2048, pattern=STORE_URI_PATTERN, description=(
         "Prefix for outputs: s3://, gs://, az://, file:///path or /path (a volume every pod mounts)."))
     format: Literal["png", "jpeg", "webp", "jsonl"] | None = Field(None, description=(
-        "Default png for text-to-image, jsonl for text-generation."))
+        "Item format: png, jpeg or webp for text-to-image (default png), jsonl exactly for text-generation."))
     credentials_secret: str | None = Field(None, max_length=253, description=(
-        "Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_ENDPOINT_URL (or GCS/Azure keys)."))
+        "Secret with storage keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_ENDPOINT_URL, or "
+        "GCS/Azure keys); also used to read inputs.uri."))
     endpoint_url: str | None = Field(None, max_length=1024, pattern=r"^https?://.+$", description=(
-        "S3-compatible endpoint (MinIO, Ceph, R2); may also come from the Secret."))
-    contact_sheet: bool = Field(True, description="Write contact-sheet.png with thumbnails of all images.")
+        "S3-compatible endpoint (MinIO, Ceph, R2); overrides the Secret's AWS_ENDPOINT_URL."))
+    contact_sheet: bool = Field(True, description=(
+        "Write contact-sheet.png with thumbnails of the first 256 images (text-to-image)."))
 
 
 FailureAction = Literal["FailJob", "RestartJob", "RestartJobAndIgnoreMaxRestarts"]
@@ -176,18 +207,23 @@ class FailureRule(SpecModel):
 
 
 class FailurePolicy(SpecModel):
+    """When a failure restarts the gang, and when the job fails."""
+
     max_restarts: int = Field(3, ge=0, le=100, description="Gang restarts before the job is Failed.")
     stall_timeout_seconds: int = Field(900, ge=0, le=86400, description=(
-        "Restart the gang when no item completes for this long while running; 0 disables."))
+        "Restart the gang when nothing advances for this long while Running; 0 disables."))
     startup_timeout_seconds: int = Field(600, ge=0, le=86400, description=(
-        "Fail the job when a worker waits this long in a state no restart fixes (ErrImagePull, "
-        "ImagePullBackOff, InvalidImageName, CreateContainerConfigError); 0 disables."))
+        "Fail the job (WorkersCannotStart) when a worker waits this long, counted from when it was scheduled, "
+        "in a state no restart fixes (ErrImagePull, ImagePullBackOff, InvalidImageName, "
+        "CreateContainerConfigError, CreateContainerError); 0 disables."))
     rules: list[FailureRule] = Field(default_factory=list, max_length=16, description=(
         "Checked in order before the built-in rules (permanent: model missing, access denied, invalid input "
         "fail at once; disruptions restart without counting; anything else restarts, counted)."))
 
 
 class SchedulingSpec(SpecModel):
+    """Where and how the workers are placed: gang scheduling and one topology domain."""
+
     gang: Literal["Auto", "Required", "Disabled"] = Field("Auto", description=(
         "Auto: gang-schedule the workers (a scheduling.k8s.io/v1beta1 PodGroup: all bound or none) where the "
         "cluster serves the API, otherwise schedule them one by one and say so; Required: fail the job "
@@ -198,6 +234,8 @@ class SchedulingSpec(SpecModel):
 
 
 class SuccessPolicy(SpecModel):
+    """When the job counts as Complete."""
+
     min_succeeded_ratio: float = Field(1.0, ge=0.0, le=1.0, description=(
         "Fraction of items that must succeed for the job to be Complete."))
 
@@ -245,7 +283,7 @@ class DistributedInferenceSpec(SpecModel):
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     suspend: bool = Field(False, description="true removes the workers and keeps the job; false resumes it.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description=(
-        "Delete the job this long after it is Complete or Failed."))
+        "Delete the job this long after it is Complete or Failed (outputs stay); default: never."))
 
 
 #: Fields that may not change after creation (CEL `self == oldSelf` on each).

@@ -40,6 +40,8 @@ class Reason:
     UNSCHEDULABLE = "Unschedulable"
     POD_GROUP_CREATED = "PodGroupCreated"
     GANG_UNAVAILABLE = "GangSchedulingUnavailable"
+    GANG_REQUIRED = "GangSchedulingRequired"
+    PERMANENT_FAILURE = "PermanentFailure"
     PREEMPTED = "Preempted"
     WAITING_FOR_ADMISSION = "WaitingForAdmission"
     ADMITTED = "Admitted"

@@ -79,15 +79,6 @@ STATE_ORDER: tuple[ConditionType, ...] = ("Failed", "Complete", "Suspended", "Qu
 SUMMARY_LIMIT = 300
 
 
-def fail(status: DistributedInferenceStatus, reason: str, message: str, now: datetime,
-         generation: int | None) -> None:
-    """Failed, with the workers' conditions ended and the completion time set."""
-    set_condition(status, "Failed", True, reason, message, now, generation)
-    clear(status, "Running", reason, message, now, generation)
-    clear(status, "Restarting", reason, message, now, generation)
-    status.completion_time = iso(now)
-
-
 def derive_state(status: DistributedInferenceStatus) -> str:
     """Terminal states win, then Suspended, Queued, Restarting, Running; then Unschedulable (the scheduler
     cannot place the workers) or Pending."""

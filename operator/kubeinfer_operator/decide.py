@@ -139,9 +139,7 @@ def _run(decision: Decision, spec: DistributedInferenceSpec, obs: Observation, n
     status = decision.status
     suspend.apply_resume(status, now, generation)
     status.progress = merge_progress(status.progress, obs.progress, now)
-    refused = gang.unavailable_but_required(spec, cluster.gang)
-    if refused is not None:
-        conditions.fail(status, Reason.GANG_UNAVAILABLE, refused, now, generation)
+    if gang.refuse(status, spec, cluster.gang, now, generation):
         return
     gang.report(status, spec, cluster.gang, now, generation)
     decision.gang = gang.active(spec, cluster.gang)
@@ -170,7 +168,9 @@ def decide_invalid(old: DistributedInferenceStatus, message: str, raw_ttl: int |
     status = old.model_copy(deep=True)
     if not conditions.finished(old):
         status.observed_generation = generation
-        conditions.fail(status, Reason.INVALID_SPEC, message, now, generation)
+        conditions.set_condition(status, "Failed", True, Reason.INVALID_SPEC, message, now, generation)
+        conditions.clear(status, "Running", Reason.INVALID_SPEC, message, now, generation)
+        status.completion_time = conditions.iso(now)
     return _with_events(_finish(Decision(status=status), raw_ttl, now), old)
 
 

@@ -83,7 +83,7 @@ def judge(spec: DistributedInferenceSpec, status: DistributedInferenceStatus, ob
     detail = f"attempt {status.attempt}: {where}{failure.reason}: {failure.message}"
     action, why = failure_rules.classify(spec, failure)
     if action == "FailJob":
-        return Verdict(False, failure.reason, f"{detail}; no restart can fix this ({why})", failure)
+        return Verdict(False, Reason.PERMANENT_FAILURE, f"{detail}; no restart can fix this ({why})", failure)
     if action == "RestartJobAndIgnoreMaxRestarts":
         return Verdict(True, failure.reason, f"restart not counted ({why}): {detail}", failure, charge=False)
     limit = spec.failure_policy.max_restarts

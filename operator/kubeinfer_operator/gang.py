@@ -25,11 +25,16 @@ def active(spec: DistributedInferenceSpec, served: bool) -> bool:
     return served and spec.scheduling.gang != "Disabled"
 
 
-def unavailable_but_required(spec: DistributedInferenceSpec, served: bool) -> str | None:
-    """The Failed message when the user demands gang scheduling the cluster cannot give."""
+def refuse(status: DistributedInferenceStatus, spec: DistributedInferenceSpec, served: bool, now: datetime,
+           generation: int | None) -> bool:
+    """Fail the job (True) when the user demands gang scheduling the cluster cannot give."""
     if served or spec.scheduling.gang != "Required":
-        return None
-    return f"spec.scheduling.gang is Required but {UNAVAILABLE}; use gang Auto to run without it"
+        return False
+    message = f"spec.scheduling.gang is Required but {UNAVAILABLE}; use gang Auto to run without it"
+    conditions.set_condition(status, "Failed", True, Reason.GANG_REQUIRED, message, now, generation)
+    conditions.clear(status, "Running", Reason.GANG_REQUIRED, message, now, generation)
+    status.completion_time = conditions.iso(now)
+    return True
 
 
 def report(status: DistributedInferenceStatus, spec: DistributedInferenceSpec, served: bool, now: datetime,

@@ -99,15 +99,20 @@ def hold(status: DistributedInferenceStatus, kv: KueueView, now: datetime, gener
         conditions.set_condition(status, "Queued", False, Reason.ADMITTED,
                                  f"admitted by ClusterQueue {kv.cluster_queue}", now, generation)
         return False
-    reason, message = Reason.WAITING_FOR_ADMISSION, queued_message(kv)
-    if kv.evicted is not None:
-        reason = Reason.PREEMPTED if kv.evicted[0] == "Preempted" else kv.evicted[0]
+    message = queued_message(kv)
     was_admitted = (old := conditions.get(status, "Queued")) is not None and old.status == "False"
     if was_admitted:
         status.attempt += 1
-    conditions.set_condition(status, "Queued", True, reason, message, now, generation)
-    conditions.clear(status, "Running", reason, message, now, generation)
-    conditions.clear(status, "Restarting", reason, message, now, generation)
+    if kv.evicted is None:
+        conditions.set_condition(status, "Queued", True, Reason.WAITING_FOR_ADMISSION, message, now, generation)
+    elif kv.evicted[0] == "Preempted":
+        conditions.set_condition(status, "Queued", True, Reason.PREEMPTED, message, now, generation)
+    else:  # Kueue's own reason: InactiveWorkload, PodsReadyTimeout, AdmissionCheck, ClusterQueueStopped, ...
+        conditions.set_condition(status, "Queued", True, kv.evicted[0], message, now, generation)
+    queued = conditions.get(status, "Queued")
+    assert queued is not None
+    conditions.clear(status, "Running", queued.reason, message, now, generation)
+    conditions.clear(status, "Restarting", queued.reason, message, now, generation)
     return True
 
 

@@ -94,6 +94,6 @@ def test_missing_model_fails_after_one_attempt(operator: Cluster, job_namespace:
     job = operator.wait_condition(name, job_namespace, "Failed", TIMEOUT)
     status, failed = job["status"], conditions(job)["Failed"]
     assert status.get("restarts", 0) == 0 and status.get("attempt", 0) == 0, "a restart cannot bring the model"
-    assert failed["reason"] == "ModelError" and "no restart can fix this" in failed["message"], json.dumps(failed)
-    assert "does-not-exist" in status["firstFailure"]["message"]
+    assert failed["reason"] == "PermanentFailure" and "the model is missing" in failed["message"], json.dumps(failed)
+    assert status["firstFailure"]["reason"] == "ModelError" and "does-not-exist" in status["firstFailure"]["message"]
     wait_for(lambda: not operator.items("pods", job_namespace, f"{naming.JOB_LABEL}={name}"), "workers gone", 120)

@@ -44,9 +44,10 @@ def test_permanent_failures_fail_the_job_at_once(message: str, why: str) -> None
     d = step(job, running(job), crashed_with(message))
     assert d.status.state == "Failed" and d.status.restarts == 0 and not d.workers
     failed = conditions.get(d.status, "Failed")
-    assert failed is not None and failed.reason == message.split(":")[0]
+    assert failed is not None and failed.reason == "PermanentFailure"
     assert "no restart can fix this" in failed.message and why in failed.message
-    assert d.status.first_failure is not None and d.status.first_failure.pod == "cats-workers-1"
+    first = d.status.first_failure
+    assert first is not None and first.pod == "cats-workers-1" and first.reason == message.split(":")[0]
 
 
 @pytest.mark.parametrize("message", [

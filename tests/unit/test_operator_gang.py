@@ -85,7 +85,7 @@ def test_required_gang_on_a_cluster_without_the_api_fails_without_workers() -> N
     d = step(JobBuilder().set("scheduling.gang", "Required"), DistributedInferenceStatus(), [], served=False)
     assert not d.workers and d.status.state == "Failed"
     failed = conditions.get(d.status, "Failed")
-    assert failed is not None and failed.reason == "GangSchedulingUnavailable" and "Required" in failed.message
+    assert failed is not None and failed.reason == "GangSchedulingRequired" and "Required" in failed.message
 
 
 def test_disabled_gang_creates_no_pod_group_and_no_condition() -> None:
