@@ -7,7 +7,7 @@ export UV_CACHE_DIR := $(CACHE)/uv
 export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
-.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale
+.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale bench-admission
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -69,3 +69,7 @@ clean:
 bench-scale: venv  ## 1,000 jobs: kubeinfer-operator vs the JobSet controller on a local control plane
 	bash hack/build-tools.sh kubernetes etcd jobset
 	$(PY) bench/operator_scale.py $(SCALE_ARGS)
+
+bench-admission: venv  ## quota freed -> all pods bound under Kueue: kubeinfer vs JobSet, as a ratio
+	bash hack/build-tools.sh kubernetes etcd jobset kueue
+	$(PY) bench/admission_latency.py $(ADMISSION_ARGS)

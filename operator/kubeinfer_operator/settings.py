@@ -36,7 +36,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """KUBEINFER_WORKER_IMAGE, KUBEINFER_METRICS_PORT (0 = off), KUBEINFER_NAMESPACES (comma list),
         KUBEINFER_RESYNC_SECONDS, KUBEINFER_WAKEUP_SETTLE_MS, KUBEINFER_RECONCILE_THREADS,
-        KUBEINFER_LOG_LEVEL, KUBEINFER_KUEUE (true: the Kueue integration; the chart's kueue.enabled)."""
+        KUBEINFER_LOG_LEVEL, KUBEINFER_KUEUE_ENABLED (true: the Kueue integration; the chart's kueue.enabled)."""
         env = dict(os.environ if env is None else env)
         namespaces = tuple(n.strip() for n in env.get("KUBEINFER_NAMESPACES", "").split(",") if n.strip())
         return cls(
@@ -48,5 +48,5 @@ class Settings:
             wakeup_settle_seconds=max(0, _int(env, "KUBEINFER_WAKEUP_SETTLE_MS", 1000)) / 1000,
             reconcile_threads=max(1, _int(env, "KUBEINFER_RECONCILE_THREADS", 16)),
             log_level=(env.get("KUBEINFER_LOG_LEVEL") or "INFO").upper(),
-            kueue=env.get("KUBEINFER_KUEUE", "").strip().lower() in ("1", "true", "yes"),
+            kueue=env.get("KUBEINFER_KUEUE_ENABLED", "").strip().lower() in ("1", "true", "yes"),
         )

@@ -15,22 +15,12 @@ import pytest
 
 from e2e.support.cluster import Cluster, Manifest, conditions, is_true, wait_for
 from e2e.support.jobs import fault_job, item_count, job_outputs, launch, succeeded
+from e2e.support.ledger import Committed, committed, final, recomputed
 from kubeinfer_api import naming
-from kubeinfer_runtime.ledger import Ledger
-from kubeinfer_runtime.storage import ObjectStore
 
 pytestmark = pytest.mark.e2e
 FAULT_AT = 3
 TIMEOUT = 600
-Committed = dict[str, tuple[int, int, str]]  # item id -> (attempt, rank, sha256)
-
-
-def ledger(cluster: Cluster, manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> Committed:
-    """What the job's ledger holds now, read through the runtime's own Ledger (as a resume reads it)."""
-    for key, value in cluster.backend.s3_host_env().items():
-        monkeypatch.setenv(key, value)
-    entries = Ledger(ObjectStore(manifest["spec"]["output"]["uri"])).entries()
-    return {e.id: (e.attempt, e.rank, e.sha256) for e in entries}
 
 
 def started(cluster: Cluster, namespace: str, manifest: Manifest) -> str:
@@ -44,17 +34,17 @@ def assert_nothing_lost_or_redone(cluster: Cluster, namespace: str, manifest: Ma
     """Every item once; the items committed before the disruption were not computed again."""
     run = job_outputs(cluster, namespace, manifest["metadata"]["name"])
     assert len(run.items) == item_count(manifest)
-    final = {i: (int(e["attempt"]), int(e["rank"]), str(e["sha256"])) for i, e in run.entries.items()}
-    redone = sorted(i for i, committed in before.items() if final.get(i) != committed)
+    redone = recomputed(before, run.entries)
     assert not redone, f"items committed before the disruption were computed again: {redone}"
-    assert max(a for a, _, _ in final.values()) > min(a for a, _, _ in before.values()), "no later attempt ran"
+    attempts = [a for a, _, _ in final(run.entries).values()]
+    assert max(attempts) > min(a for a, _, _ in before.values()), "no later attempt ran"
 
 
 def test_suspend_mid_job_then_resume(operator: Cluster, job_namespace: str, tiny_models: Any,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = fault_job("pause", job_namespace)
     name = started(operator, job_namespace, manifest)
-    before = ledger(operator, manifest, monkeypatch)
+    before = committed(operator, manifest, monkeypatch)
     assert len(before) >= FAULT_AT
     operator.kubectl("patch", "dinf", name, "-n", job_namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
     operator.wait_job(name, job_namespace, lambda j: is_true(j, "Suspended"), "Suspended", 120)
@@ -72,7 +62,7 @@ def test_evicted_worker_restarts_as_preempted_without_counting(operator: Cluster
     manifest = fault_job("evicted", job_namespace)
     manifest["spec"]["failurePolicy"]["maxRestarts"] = 0  # an eviction must not need one
     name = started(operator, job_namespace, manifest)
-    before = ledger(operator, manifest, monkeypatch)
+    before = committed(operator, manifest, monkeypatch)
     pod = f"{naming.workers(name)}-1"
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": job_namespace}}
     operator.kubectl("create", "--raw", f"/api/v1/namespaces/{job_namespace}/pods/{pod}/eviction", "-f", "-",

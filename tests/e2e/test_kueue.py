@@ -10,7 +10,6 @@ Kueue's topology-aware scheduling keeps a job in one zone of a two-zone pool.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,11 +18,10 @@ import pytest
 from e2e.support.cluster import Cluster, Manifest, conditions, wait_for
 from e2e.support.fixtures import ensure_operator
 from e2e.support.jobs import fault_job, item_count, job_outputs, launch, succeeded
+from e2e.support.ledger import committed, recomputed
 from e2e.support.pool import Pool
 from e2e.support.zones import ZONE, ZONE_LABEL, ZONES, placed_zones, split_job, zone_pool
 from kubeinfer_api import naming
-from kubeinfer_runtime.ledger import Ledger
-from kubeinfer_runtime.storage import ObjectStore
 
 pytestmark = pytest.mark.e2e
 QUEUE = "e2e"
@@ -119,20 +117,17 @@ def test_higher_priority_preempts_and_the_preempted_job_resumes_from_its_ledger(
     low["spec"]["failurePolicy"]["maxRestarts"] = 0  # a preemption must not need a restart
     launch(kueue, queue, low)
     kueue.wait_job("low", queue, lambda j: succeeded(j) >= FAULT_AT, f"low: {FAULT_AT} items committed", TIMEOUT)
-    for key, value in kueue.backend.s3_host_env().items():
-        monkeypatch.setenv(key, value)
-    before = {e.id: (e.attempt, e.rank, e.sha256) for e in Ledger(ObjectStore(low["spec"]["output"]["uri"])).entries()}
+    before = committed(kueue, low, monkeypatch)
     high = queued_job("high", queue, prompts=2, priority="e2e-high")
     launch(kueue, queue, high)
-    preempted = kueue.wait_job("low", queue, lambda j: j["status"].get("state") == "Queued", "low preempted", 120)
-    assert conditions(preempted)["Queued"]["reason"] == "Preempted", json.dumps(preempted["status"])
+    kueue.wait_job("low", queue, lambda j: conditions(j).get("Queued", {}).get("reason") == "Preempted" and (
+        j["status"].get("state") == "Queued"), "low Queued, reason Preempted", 120)
     kueue.wait_condition("high", queue, "Complete", TIMEOUT)
     job = kueue.wait_condition("low", queue, "Complete", TIMEOUT)
     assert job["status"].get("restarts", 0) == 0 and job["status"]["attempt"] >= 1
     run = job_outputs(kueue, queue, "low")
     assert len(run.items) == item_count(low)
-    final = {i: (int(e["attempt"]), int(e["rank"]), str(e["sha256"])) for i, e in run.entries.items()}
-    redone = sorted(i for i, committed in before.items() if final.get(i) != committed)
+    redone = recomputed(before, run.entries)
     assert not redone, f"items committed before the preemption were computed again: {redone}"
     wait_for(lambda: not pods(kueue, queue, "low"), "low's workers gone", 120)
 

@@ -11,13 +11,15 @@ from kubeinfer_operator.settings import Settings
 
 def test_kueue_is_off_by_default_with_no_kueue_rbac() -> None:
     docs = render()
-    assert env_of(docs)["KUBEINFER_KUEUE"] == "false" and not Settings.from_env({"KUBEINFER_KUEUE": "false"}).kueue
+    assert env_of(docs)["KUBEINFER_KUEUE_ENABLED"] == "false"
+    assert not Settings.from_env({"KUBEINFER_KUEUE_ENABLED": "false"}).kueue
     assert not {g for g, _, _ in grants(only(docs, "ClusterRole")["rules"])} & {"kueue.x-k8s.io"}
 
 
 def test_kueue_enabled_grants_exactly_the_integrations_rules() -> None:
     docs = render("kueue.enabled=true")
-    assert env_of(docs)["KUBEINFER_KUEUE"] == "true" and Settings.from_env({"KUBEINFER_KUEUE": "true"}).kueue
+    assert env_of(docs)["KUBEINFER_KUEUE_ENABLED"] == "true"
+    assert Settings.from_env({"KUBEINFER_KUEUE_ENABLED": "true"}).kueue
     expected = NAMESPACED_RULES + CLUSTER_RULES + KUEUE_NAMESPACED_RULES + KUEUE_CLUSTER_RULES
     assert grants(only(docs, "ClusterRole")["rules"]) == grants(expected)
 
