@@ -55,6 +55,7 @@ def test_minimal_spec_gets_defaults() -> None:
     ({"output__format": "jsonl"}, "spec.output.format"),
     ({"strategy__type": "deviceMap", "workers__processesPerNode": 2}, "spec.workers.processesPerNode"),
     ({"successPolicy__minSucceededRatio": 1.5}, "spec.successPolicy.minSucceededRatio"),
+    ({"failurePolicy__rules": [{"action": "FailJob"}]}, "spec.failurePolicy.rules[0]"),
 ])
 def test_bad_specs_name_the_field(overrides: dict[str, Any], expected: str) -> None:
     with pytest.raises(SpecError) as err:
