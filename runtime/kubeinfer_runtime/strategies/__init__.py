@@ -1,8 +1,11 @@
-"""Strategies register themselves in `base.STRATEGIES` on import; `strategy_for(name)` finds them."""
+"""Strategies register themselves in `base.STRATEGIES` when `strategy_for` first imports them.
+
+Nothing here imports torch: the worker's outer process (which only runs torchrun), the CLI's
+`validate` and the input readers use `Item` without paying for torch and diffusers.
+"""
 
 from __future__ import annotations
 
-from kubeinfer_runtime.strategies import context, data, device_map, pipeline  # noqa: F401  (registration)
 from kubeinfer_runtime.strategies.base import STRATEGIES, Item, Result, RunContext, Strategy, strategy_for
 
 __all__ = ["STRATEGIES", "Item", "Result", "RunContext", "Strategy", "strategy_for"]

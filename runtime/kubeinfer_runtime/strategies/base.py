@@ -8,6 +8,7 @@ are the caller's job, so strategies only compute.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,13 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
+#: The modules whose classes `register` themselves; imported on first use (they import torch).
+STRATEGY_MODULES = ("context", "data", "device_map", "pipeline")
+
+
 def strategy_for(name: str) -> Callable[[RunContext], Strategy]:
+    for module in STRATEGY_MODULES:
+        importlib.import_module(f"kubeinfer_runtime.strategies.{module}")
     try:
         return STRATEGIES[name]
     except KeyError:
