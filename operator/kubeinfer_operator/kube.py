@@ -30,6 +30,7 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "PodGroup": ("/apis/scheduling.k8s.io/v1beta1", "podgroups", True),
     "PriorityClass": ("/apis/scheduling.k8s.io/v1", "priorityclasses", False),
     "Workload": ("/apis/kueue.x-k8s.io/v1beta2", "workloads", True),
+    "LocalQueue": ("/apis/kueue.x-k8s.io/v1beta2", "localqueues", True),
     "ResourceFlavor": ("/apis/kueue.x-k8s.io/v1beta2", "resourceflavors", False),
     "WorkloadPriorityClass": ("/apis/kueue.x-k8s.io/v1beta2", "workloadpriorityclasses", False),
 }

@@ -61,6 +61,7 @@ class KueueView:
     pods_ready: bool | None = None
     cluster_queue: str = ""
     admission: Obj | None = None
+    queue: str = ""  # the LocalQueue's counts, e.g. "LocalQueue team-a: 3 pending, 1 admitted"
 
 
 def cond(workload: Obj, kind: str) -> Obj | None:
@@ -71,11 +72,12 @@ def is_true(workload: Obj, kind: str) -> bool:
     return (cond(workload, kind) or {}).get("status") == "True"
 
 
-def view(workload: Obj | None, enabled: bool = True) -> KueueView:
+def view(workload: Obj | None, enabled: bool = True, queue: str = "") -> KueueView:
+    """`queue`: what the LocalQueue says (Kueue serves no queue position without its visibility API)."""
     if not enabled:
         return KueueView(enabled=False)
     if workload is None:
-        return KueueView()
+        return KueueView(queue=queue)
     evicted = cond(workload, "Evicted")
     reserved = cond(workload, "QuotaReserved") or {}
     ready = cond(workload, "PodsReady")
@@ -88,7 +90,7 @@ def view(workload: Obj | None, enabled: bool = True) -> KueueView:
             "status") == "True" else None,
         pending=str(reserved.get("message") or "") if reserved.get("status") != "True" else "",
         pods_ready=None if ready is None else ready.get("status") == "True",
-        cluster_queue=str((admission or {}).get("clusterQueue") or ""), admission=admission)
+        cluster_queue=str((admission or {}).get("clusterQueue") or ""), admission=admission, queue=queue)
 
 
 def hold(status: DistributedInferenceStatus, kv: KueueView, now: datetime, generation: int | None) -> bool:
@@ -122,9 +124,10 @@ def queued_message(kv: KueueView) -> str:
     if kv.evicted is not None:
         return (f"evicted by Kueue ({kv.evicted[0]}: {kv.evicted[1]}); the workers drain and the job waits to be "
                 "admitted again, resuming from its ledger")
+    where = f" ({kv.queue})" if kv.queue else ""
     if not kv.exists:
-        return "waiting for Kueue: its Workload is being created"
-    return f"waiting for Kueue: {kv.pending or 'not admitted yet'}"
+        return f"waiting for Kueue: its Workload is being created{where}"
+    return f"waiting for Kueue: {kv.pending or 'not admitted yet'}{where}"
 
 
 @dataclass(frozen=True)

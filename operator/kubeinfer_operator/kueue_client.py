@@ -18,6 +18,7 @@ from kubeinfer_operator.kueue import Assignment, KueueView, Sync
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 FLAVOR_TTL_SECONDS = 300.0
+QUEUE_TTL_SECONDS = 5.0
 
 
 class KueueClient:
@@ -26,6 +27,30 @@ class KueueClient:
         self.worker_image = worker_image
         self._lock = threading.Lock()
         self._flavors: dict[str, tuple[Obj, float]] = {}
+        self._queues: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def queue_summary(self, namespace: str, name: str) -> str:
+        """'LocalQueue q: N pending, M admitted' (or that it does not exist), read at most every
+        QUEUE_TTL_SECONDS per queue and only while a job of it waits; '' when it cannot be read."""
+        key, now = (namespace, name), time.monotonic()
+        with self._lock:
+            known = self._queues.get(key)
+        if known is not None and now - known[1] < QUEUE_TTL_SECONDS:
+            return known[0]
+        try:
+            found = self.kube.get("LocalQueue", namespace, name)
+        except ApiError as err:
+            log.debug("LocalQueue %s/%s: %s", namespace, name, err)
+            return ""
+        if found is None:
+            text = f"LocalQueue {name} does not exist in namespace {namespace}: create it"
+        else:
+            status = found.get("status") or {}
+            text = (f"LocalQueue {name}: {status.get('pendingWorkloads', 0)} pending, "
+                    f"{status.get('admittedWorkloads', 0)} admitted")
+        with self._lock:
+            self._queues[key] = (text, now)
+        return text
 
     def assignment(self, kv: KueueView, job: JobRef) -> Assignment | None:
         """What the admission adds to the workers' pods (None until admitted)."""

@@ -46,6 +46,8 @@ KUEUE_NAMESPACED_RULES: list[dict[str, Any]] = [
     # The job's Workload: created, watched, its spec.active and status patched.
     {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads/status"], "verbs": ["get", "patch"]},
+    # While a job waits: its LocalQueue's counts, for the Queued message.
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues"], "verbs": ["get"]},
 ]
 KUEUE_CLUSTER_RULES: list[dict[str, Any]] = [
     # An admission's flavors (node labels, tolerations) and the job's priority for its Workload.

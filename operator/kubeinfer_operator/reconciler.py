@@ -103,7 +103,7 @@ class Reconciler:
         spec: DistributedInferenceSpec | None = None
         obs = Observation()
         labels: dict[str, str] = body["metadata"].get("labels") or {}
-        queue = kueue.view(seen.workload, self.settings.kueue) if kueue.QUEUE_LABEL in labels else None
+        queue = self.queue_view(job, labels, seen.workload)
         try:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as err:
@@ -120,6 +120,15 @@ class Reconciler:
             return None
         self.metrics.jobs.set(namespace, name, decision.status.state or "Pending")
         return Result(decision.status.state or "Pending", requeue)
+
+    def queue_view(self, job: JobRef, labels: dict[str, str], workload: Obj | None) -> KueueView | None:
+        """The job's Kueue Workload (None: the job names no LocalQueue); while it waits, the queue's counts."""
+        if kueue.QUEUE_LABEL not in labels:
+            return None
+        admitted = workload is not None and kueue.is_true(workload, "Admitted")
+        counts = "" if admitted or not self.settings.kueue else self.kueue.queue_summary(
+            job.namespace, labels[kueue.QUEUE_LABEL])
+        return kueue.view(workload, self.settings.kueue, counts)
 
     def cluster(self) -> Cluster:
         return Cluster(gang=self.discovery.serves(PODGROUPS))

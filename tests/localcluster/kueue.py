@@ -8,12 +8,15 @@ the webhooks of the built-in job integrations (pods, batch Jobs, JobSets, ...), 
 pod of the cluster behind this one process; kubeinfer manages its Workloads itself and needs none of
 them, and the benchmarks create their JobSets suspended (what JobSet's webhook would do). Off: the
 visibility API server (an aggregated API needs a Service, not a URL); queue positions are not served.
+Kueue v0.19, when it does not manage its certificates itself, loads a metrics certificate from the
+fixed path /etc/kueue/metrics/certs at start (even with metrics off): the harness puts one there.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -31,6 +34,7 @@ GROUP = "kueue.x-k8s.io"
 #: The CRDs Kueue's kustomization gives a conversion webhook (v1beta1 <-> v1beta2).
 CONVERTED = ("clusterqueues", "localqueues", "cohorts", "workloads", "multikueueclusters")
 EXTERNAL_FRAMEWORK = "DistributedInference.v1alpha1.kubeinfer.io"
+METRICS_CERTS = Path("/etc/kueue/metrics/certs")
 
 
 def module_dir() -> Path:
@@ -68,6 +72,11 @@ class KueueManager:
         certs = self.workdir / "certs"
         CertificateAuthority(certs).issue("tls", "kueue-webhook", dns_names=("localhost",),
                                           ip_addresses=("127.0.0.1",), server=True)
+        if not (METRICS_CERTS / "tls.crt").exists():
+            CertificateAuthority(self.workdir / "metrics-ca").issue("tls", "kueue-metrics", server=True)
+            METRICS_CERTS.mkdir(parents=True, exist_ok=True)
+            for name in ("tls.crt", "tls.key"):
+                shutil.copyfile(self.workdir / "metrics-ca" / name, METRICS_CERTS / name)
         ca_bundle = base64.b64encode((certs / "ca.crt").read_bytes()).decode()
         self._install_crds(ca_bundle)
         self.kubectl("apply", "-f", "-", input=json.dumps(

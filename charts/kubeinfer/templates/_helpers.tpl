@@ -110,6 +110,10 @@ operator under these rules).
 - apiGroups: [kueue.x-k8s.io]
   resources: [workloads/status]
   verbs: [get, patch]
+# While a job waits: its LocalQueue's counts, for the Queued message.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [localqueues]
+  verbs: [get]
 {{- end }}
 {{- end }}
 
