@@ -148,3 +148,11 @@ def test_admitted_pods_get_the_flavor_and_kueues_topology_gate() -> None:
     assert pod["schedulingGroup"] == {"podGroupName": "cats-gang-0"}
     plain = build_statefulset(job.ref(), job.spec(), "img", 0)["spec"]["template"]
     assert "schedulingGates" not in plain["spec"] and "kueue.x-k8s.io/podset" not in plain["metadata"]["labels"]
+
+
+def test_the_queued_message_names_the_local_queues_counts() -> None:
+    obs = observe([], 0, {}, None, None)
+    counts = "LocalQueue team: 3 pending, 1 admitted"
+    queue = kueue.view(PENDING_WL, True, counts)
+    d = decide(JobBuilder().spec(), DistributedInferenceStatus(), obs, T0, 1, queue=queue)
+    assert d.status.message is not None and PENDING in d.status.message and counts in d.status.message
