@@ -67,7 +67,7 @@ def test_evicted_worker_restarts_as_preempted_without_counting(operator: Cluster
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": job_namespace}}
     operator.kubectl("create", "--raw", f"/api/v1/namespaces/{job_namespace}/pods/{pod}/eviction", "-f", "-",
                      input=json.dumps(eviction))
-    restarted = operator.wait_job(name, job_namespace, lambda j: j["status"].get("attempt", 0) >= 1,
+    restarted = operator.wait_job(name, job_namespace, lambda j: (j.get("status") or {}).get("attempt", 0) >= 1,
                                   "a new attempt after the eviction", 120)
     cause = conditions(restarted).get("Restarting") or conditions(restarted).get("Running") or {}
     assert cause.get("reason") in ("Preempted", "WorkersRunning", "WorkersPending"), json.dumps(cause)
