@@ -79,6 +79,10 @@ def queued_job(name: str, namespace: str, prompts: int, priority: str | None = N
     return manifest
 
 
+def status(job: Manifest) -> Manifest:
+    return dict(job.get("status") or {})
+
+
 def pods(cluster: Cluster, namespace: str, job: str) -> list[Manifest]:
     return cluster.items("pods", namespace, f"{naming.JOB_LABEL}={job}")
 
@@ -96,10 +100,10 @@ def wl_condition(wl: Manifest, kind: str) -> bool:
 def test_quota_for_one_job_admits_them_one_after_the_other(queue: str, kueue: Cluster, tiny_models: Any) -> None:
     first, second = queued_job("alpha", queue, prompts=4), queued_job("beta", queue, prompts=4)
     launch(kueue, queue, first)
-    kueue.wait_job("alpha", queue, lambda j: (j.get("status") or {}).get("state") in ("Running", "Complete"), "alpha runs", 180)
+    kueue.wait_job("alpha", queue, lambda j: status(j).get("state") in ("Running", "Complete"), "alpha runs", 180)
     launch(kueue, queue, second)
-    job = kueue.wait_job("beta", queue, lambda j: (j.get("status") or {}).get("state") == "Queued" and "quota" in (
-        (j.get("status") or {}).get("message") or ""), "beta Queued for quota", 60)
+    job = kueue.wait_job("beta", queue, lambda j: status(j).get("state") == "Queued" and "quota" in (
+        status(j).get("message") or ""), "beta Queued for quota", 60)
     assert not pods(kueue, queue, "beta"), "a queued job has no pods"
     assert "insufficient unused quota" in conditions(job)["Queued"]["message"], job["status"]["message"]
     alpha = kueue.wait_condition("alpha", queue, "Complete", TIMEOUT)
@@ -121,7 +125,7 @@ def test_higher_priority_preempts_and_the_preempted_job_resumes_from_its_ledger(
     high = queued_job("high", queue, prompts=2, priority="e2e-high")
     launch(kueue, queue, high)
     kueue.wait_job("low", queue, lambda j: conditions(j).get("Queued", {}).get("reason") == "Preempted" and (
-        (j.get("status") or {}).get("state") == "Queued"), "low Queued, reason Preempted", 120)
+        status(j).get("state") == "Queued"), "low Queued, reason Preempted", 120)
     kueue.wait_condition("high", queue, "Complete", TIMEOUT)
     job = kueue.wait_condition("low", queue, "Complete", TIMEOUT)
     assert job["status"].get("restarts", 0) == 0 and job["status"]["attempt"] >= 1
