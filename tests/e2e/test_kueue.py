@@ -20,7 +20,7 @@ from e2e.support.fixtures import ensure_operator
 from e2e.support.jobs import fault_job, item_count, job_outputs, launch, succeeded
 from e2e.support.ledger import committed, recomputed
 from e2e.support.pool import Pool
-from e2e.support.zones import ZONE, ZONE_LABEL, ZONES, placed_zones, split_job, zone_pool
+from e2e.support.zones import ZONE, placed_zones, split_job, zone_pool
 from kubeinfer_api import naming
 
 pytestmark = pytest.mark.e2e
@@ -137,17 +137,17 @@ def test_higher_priority_preempts_and_the_preempted_job_resumes_from_its_ledger(
 
 
 @pytest.fixture
-def tas_queue(kueue: Cluster, job_namespace: str) -> Iterator[str]:
+def tas_pool(kueue: Cluster, job_namespace: str) -> Iterator[Pool]:
     """Kueue topology-aware scheduling over two zones: a Topology (zone, then host), a flavor of the zone
     pool's nodes, a ClusterQueue on it and a LocalQueue in the test's namespace."""
     ensure_operator(kueue)
-    with zone_pool(kueue) as pool:
+    with zone_pool(kueue, "e2e-tas") as pool:
+        toleration = {"key": pool.label[0], "operator": "Equal", "value": pool.label[1], "effect": "NoSchedule"}
         kueue.apply({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "Topology", "metadata": {"name": "zones"},
                      "spec": {"levels": [{"nodeLabel": ZONE}, {"nodeLabel": "kubernetes.io/hostname"}]}}, "default")
         kueue.apply({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "zones"},
-                     "spec": {"nodeLabels": dict([ZONE_LABEL]), "topologyName": "zones",
-                              "tolerations": [{"key": ZONE_LABEL[0], "operator": "Equal", "value": ZONE_LABEL[1],
-                                               "effect": "NoSchedule"}]}}, "default")
+                     "spec": {"nodeLabels": dict([pool.label]), "topologyName": "zones",
+                              "tolerations": [toleration]}}, "default")
         quota = [{"name": "cpu", "nominalQuota": "8"}, {"name": "memory", "nominalQuota": "16Gi"}]
         kueue.apply({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": "zones"},
                      "spec": {"namespaceSelector": {}, "resourceGroups": [
@@ -157,17 +157,18 @@ def tas_queue(kueue: Cluster, job_namespace: str) -> Iterator[str]:
                      "spec": {"clusterQueue": "zones"}}, job_namespace)
         pool.wait_empty()
         try:
-            yield job_namespace
+            yield pool
         finally:
             kueue.kubectl("delete", "clusterqueue", "zones", "--ignore-not-found", "--wait=false", check=False)
 
 
-def test_kueue_topology_request_keeps_the_job_in_one_zone(kueue: Cluster, tas_queue: str, tiny_models: Any) -> None:
-    ns = tas_queue
-    manifest = split_job(Pool(kueue, list(ZONES), ZONE_LABEL), "tas", ns, topology=True)
+def test_kueue_topology_request_keeps_the_job_in_one_zone(kueue: Cluster, tas_pool: Pool, job_namespace: str,
+                                                          tiny_models: Any) -> None:
+    ns = job_namespace
+    manifest = split_job(tas_pool, "tas", ns, topology=True)
     manifest["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "zones"}
     name = launch(kueue, ns, manifest)
-    placed = placed_zones(kueue, ns, name, 2)
+    placed = placed_zones(tas_pool, ns, name, 2)
     assert len(set(placed)) == 1, f"workers in several zones: {placed}"
     admission = workload(kueue, ns, name)["status"]["admission"]["podSetAssignments"][0]
     assert admission.get("topologyAssignment"), "Kueue admitted without a topology assignment"

@@ -25,7 +25,7 @@ TIMEOUT = 600
 
 @pytest.fixture(scope="module")
 def zones(nodes: Cluster) -> Iterator[Pool]:
-    with zone_pool(nodes) as pool:
+    with zone_pool(nodes, "e2e-topo") as pool:
         yield pool
 
 
@@ -33,7 +33,7 @@ def test_without_a_topology_key_the_workers_spread(zones: Pool, operator: Cluste
     """The control case: the preferences alone put the two workers in two zones."""
     zones.wait_empty()
     name = launch(operator, job_namespace, split_job(zones, "spread", job_namespace, topology=False))
-    assert sorted(placed_zones(operator, job_namespace, name, 2)) == ["zone-a", "zone-b"]
+    assert sorted(placed_zones(zones, job_namespace, name, 2)) == ["zone-a", "zone-b"]
     operator.kubectl("delete", "dinf", name, "-n", job_namespace, "--wait=false")
 
 
@@ -43,7 +43,7 @@ def test_the_job_lands_in_one_zone(zones: Pool, operator: Cluster, job_namespace
     zones.wait_empty()
     manifest = split_job(zones, "together", job_namespace, topology=True, gang=gang)
     name = launch(operator, job_namespace, manifest)
-    placed = placed_zones(operator, job_namespace, name, 2)
+    placed = placed_zones(zones, job_namespace, name, 2)
     assert len(set(placed)) == 1, f"workers in several zones: {placed}"
     operator.wait_condition(name, job_namespace, "Complete", TIMEOUT)
     assert len(job_outputs(operator, job_namespace, name).items) == item_count(manifest)

@@ -10,34 +10,41 @@ from e2e.support.pool import Pool, node_pool
 from kubeinfer_api import naming
 
 ZONE = "topology.kubernetes.io/zone"
-ZONES = {"e2e-zone-a1": "zone-a", "e2e-zone-a2": "zone-a", "e2e-zone-b1": "zone-b", "e2e-zone-b2": "zone-b"}
-ZONE_LABEL = ("kubeinfer-e2e/pool", "zones")
 
 
-def zone_pool(cluster: Cluster) -> AbstractContextManager[Pool]:
-    return node_pool(cluster, {node: {ZONE: zone} for node, zone in ZONES.items()}, ZONE_LABEL, cpu="2")
+def zones(prefix: str) -> dict[str, str]:
+    """node -> zone: `<prefix>-a1`, `<prefix>-a2` in zone-a, `<prefix>-b1`, `<prefix>-b2` in zone-b."""
+    return {f"{prefix}-{z}{i}": f"zone-{z}" for z in "ab" for i in (1, 2)}
+
+
+def zone_pool(cluster: Cluster, prefix: str) -> AbstractContextManager[Pool]:
+    """The two zones; `prefix` names the nodes and the pool label, so two modules never share them."""
+    return node_pool(cluster, {node: {ZONE: zone} for node, zone in zones(prefix).items()},
+                     ("kubeinfer-e2e/pool", prefix), cpu="2")
 
 
 def split_job(pool: Pool, name: str, namespace: str, topology: bool, gang: str = "Auto") -> Manifest:
-    """Two 2-CPU workers that prefer e2e-zone-a1 and e2e-zone-b1 (one node in each zone, weight 100):
-    without a topology constraint they take one zone each."""
+    """Two 2-CPU workers that prefer the first node of each zone (weight 100): without a topology
+    constraint they take one zone each."""
     manifest = pool.admit(fault_job(name, namespace, prompts=4, steps=2, nodes=2))
     spec = manifest["spec"]
     spec["workers"]["resources"] = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
-    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
-                                  "values": ["e2e-zone-a1", "e2e-zone-b1"]}]}
+    firsts = [node for node in pool.nodes if node.endswith("1")]
+    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": firsts}]}
     spec["workers"]["affinity"] = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
         {"weight": 100, "preference": term}]}}
     spec["scheduling"] = {"gang": gang, **({"topologyKey": ZONE} if topology else {})}
     return manifest
 
 
-def placed_zones(cluster: Cluster, namespace: str, job: str, count: int) -> list[str]:
+def placed_zones(pool: Pool, namespace: str, job: str, count: int) -> list[str]:
     """The zones of the job's workers once all `count` are bound."""
     def bound() -> list[str]:
-        pods = cluster.items("pods", namespace, f"{naming.JOB_LABEL}={job}")
+        pods = pool.cluster.items("pods", namespace, f"{naming.JOB_LABEL}={job}")
         nodes = [p["spec"].get("nodeName") for p in pods]
-        return [ZONES[n] for n in nodes] if len(pods) == count and all(nodes) else []
+        return [node_zone[n] for n in nodes] if len(pods) == count and all(nodes) else []
 
-    zones: list[str] = wait_for(bound, f"{job}: {count} workers bound", 180)
-    return zones
+    node_zone = zones(pool.label[1])
+
+    placed: list[str] = wait_for(bound, f"{job}: {count} workers bound", 180)
+    return placed
