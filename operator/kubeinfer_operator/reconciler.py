@@ -125,8 +125,8 @@ class Reconciler:
         """The job's Kueue Workload (None: the job names no LocalQueue); while it waits, the queue's counts."""
         if kueue.QUEUE_LABEL not in labels:
             return None
-        admitted = workload is not None and kueue.is_true(workload, "Admitted")
-        counts = "" if admitted or not self.settings.kueue else self.kueue.queue_summary(
+        waits = workload is None or not (kueue.is_true(workload, "Admitted") or kueue.is_true(workload, "Finished"))
+        counts = "" if not waits or not self.settings.kueue else self.kueue.queue_summary(
             job.namespace, labels[kueue.QUEUE_LABEL])
         return kueue.view(workload, self.settings.kueue, counts)
 
