@@ -26,9 +26,8 @@ demo: venv  ## build a tiny model and run a 2-process data-parallel job locally
 tools:  ## build the pinned control plane, etcd, helm, MinIO and Kueue (cached)
 	bash hack/build-tools.sh
 
-test: venv tools  ## the whole suite: lint, unit, runtime, e2e
-	$(MAKE) lint
-	$(PY) -m pytest tests
+test: venv tools  ## the whole suite: lint beside unit, runtime and e2e on xdist workers sharing one cluster
+	bash hack/test.sh
 
 test-unit: venv tools  ## lint-free fast tests: API, builders, policies, chart (helm)
 	$(PY) -m pytest tests/unit

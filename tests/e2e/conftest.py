@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
+from e2e.support import shared
 from e2e.support.cluster import wait_for
 from e2e.support.fixtures import *  # noqa: F403  (cluster, nodes, crd, operator, job_namespace, tiny_models)
 from localcluster.binaries import binary, log_tail
@@ -27,15 +28,49 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as plane:
-        yield plane
+def e2e_session(request: pytest.FixtureRequest) -> Path:
+    """This run's shared cluster folder (see support/shared.py)."""
+    return shared.session_of(request.config)
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with S3Server(tmp_path_factory.mktemp("s3")) as server:
-        yield server
+def control_plane(e2e_session: Path) -> ControlPlane:
+    """The run's control plane: started by the first worker that needs it, attached by the others."""
+    folder = e2e_session / "controlplane"
+    with shared.exclusive(e2e_session / "controlplane.lock"):
+        if (folder / "state.json").exists():
+            return ControlPlane.attach(folder)
+        return ControlPlane(folder, detach=True).start()
+
+
+@pytest.fixture(scope="session")
+def s3_server(e2e_session: Path) -> S3Server:
+    folder = e2e_session / "s3"
+    with shared.exclusive(e2e_session / "s3.lock"):
+        if (folder / "s3.json").exists():
+            return S3Server.attach(folder)
+        return S3Server(folder, detach=True).start()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_access(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module marked `serial` (pytestmark) disturbs the cluster for its whole run (e.g. its module
+    fixture scales the shared operator to 0): nothing else runs until it is done."""
+    marks = getattr(request.module, "pytestmark", [])
+    marks = marks if isinstance(marks, list) else [marks]
+    if any(mark.name == shared.SERIAL_MARK for mark in marks):
+        with shared.access(shared.session_of(request.config), alone=True):
+            yield
+    else:
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _cluster_access(request: pytest.FixtureRequest, _module_access: None) -> Iterator[None]:
+    """Tests share the cluster; a `serial` one runs with no other test beside it."""
+    alone = request.node.get_closest_marker(shared.SERIAL_MARK) is not None
+    with shared.access(shared.session_of(request.config), alone=alone):
+        yield
 
 
 @pytest.fixture(scope="session")

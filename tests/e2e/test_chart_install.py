@@ -16,7 +16,8 @@ from e2e.support.cluster import CHART, OPERATOR_NAMESPACE, RELEASE, Cluster
 from e2e.support.jobs import fault_job, launch
 from kubeinfer_api import GROUP, PLURAL
 
-pytestmark = pytest.mark.e2e
+# Installs, upgrades and uninstalls the shared release: nothing else may run meanwhile.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.xdist_group("chart")]
 CRD = f"{PLURAL}.{GROUP}"
 OPERATOR_SA = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{RELEASE}"
 

@@ -124,6 +124,7 @@ def test_node_lost_mid_job(operator: Cluster, job_namespace: str, check_run: Any
     assert_resumed(check_run(manifest), FAULT_AT)
 
 
+@pytest.mark.serial  # every job's operator goes away for a while
 def test_operator_restarted_mid_job(operator: Cluster, job_namespace: str, check_run: Any) -> None:
     manifest = fault_job("opkill", job_namespace)
     name, pods_before = started(operator, job_namespace, manifest)
@@ -141,6 +142,7 @@ def test_operator_restarted_mid_job(operator: Cluster, job_namespace: str, check
     check_run(manifest)
 
 
+@pytest.mark.serial  # every job's storage goes away for a while
 def test_s3_unavailable_for_a_while(operator: Cluster, job_namespace: str, check_run: Any) -> None:
     manifest = fault_job("s3down", job_namespace)
     name, _ = started(operator, job_namespace, manifest)

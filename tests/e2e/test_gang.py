@@ -20,8 +20,9 @@ from e2e.support.jobs import fault_job, item_count, job_outputs, launch
 from e2e.support.pool import Pool, node_pool
 from kubeinfer_api import naming
 
-pytestmark = pytest.mark.e2e
-POOL = ["e2e-pool-1", "e2e-pool-2", "e2e-pool-3"]
+# One worker runs the module: its fixture starts the pool nodes the tests cordon and fill.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("gang")]
+ROLES = ["gang-1", "gang-2", "gang-3"]
 POOL_LABEL = ("kubeinfer-e2e/pool", "gang")
 PRIORITIES = {"kubeinfer-e2e-low": (100, "PreemptLowerPriority"), "kubeinfer-e2e-high": (1000, "Never")}
 TIMEOUT = 600
@@ -34,7 +35,7 @@ def pool(nodes: Cluster) -> Iterator[Pool]:
         nodes.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
                      "value": value, "preemptionPolicy": policy}, "default")
     try:
-        with node_pool(nodes, {node: {} for node in POOL}, POOL_LABEL, cpu="2") as started:
+        with node_pool(nodes, {role: {} for role in ROLES}, POOL_LABEL, cpu="2") as started:
             yield started
     finally:
         nodes.kubectl("delete", "priorityclass", *PRIORITIES, "--ignore-not-found")
@@ -45,7 +46,7 @@ def all_room(pool: Pool, operator: Cluster) -> Iterator[Pool]:
     """The pool (and the operator) for one test: empty at its start, every node schedulable at its end."""
     pool.wait_empty()
     yield pool
-    pool.uncordon(*POOL)
+    pool.uncordon(*pool.nodes)
 
 
 def pool_job(pool: Pool, name: str, namespace: str, nodes: int, gang: str = "Auto",
@@ -90,7 +91,7 @@ def assert_every_item_once(cluster: Cluster, namespace: str, manifest: Manifest)
 
 def test_gang_binds_no_worker_until_all_fit(all_room: Pool, job_namespace: str, tiny_models: Any) -> None:
     cluster, ns = all_room.cluster, job_namespace
-    all_room.cordon(POOL[2])  # room for 2 workers
+    all_room.cordon(all_room.nodes[2])  # room for 2 workers
     manifest = pool_job(all_room, "three", ns, nodes=3)
     name = launch(cluster, ns, manifest)
     job = cluster.wait_job(name, ns, lambda j: (j.get("status") or {}).get("state") == "Unschedulable",
@@ -101,7 +102,7 @@ def test_gang_binds_no_worker_until_all_fit(all_room: Pool, job_namespace: str, 
     shown = dict(zip(header.split(), row.split(None, len(header.split()) - 1), strict=True))
     assert shown["STATE"] == "Unschedulable" and "cannot be satisfied" in shown["MESSAGE"], shown
 
-    all_room.uncordon(POOL[2])  # capacity appears: the whole gang is placed at once
+    all_room.uncordon(all_room.nodes[2])  # capacity appears: the whole gang is placed at once
     wait_for(lambda: bound(cluster, ns, name) == 3, "all 3 workers bound", 120)
     cluster.wait_condition(name, ns, "Complete", TIMEOUT)
     assert_every_item_once(cluster, ns, manifest)
@@ -112,7 +113,7 @@ def test_two_jobs_that_fit_alone_but_not_together(all_room: Pool, job_namespace:
                                                   gang: str) -> None:
     """Room for one worker, then two; job A (low priority) asks first, job B (high, never preempts) next."""
     cluster, ns = all_room.cluster, job_namespace
-    all_room.cordon(POOL[1], POOL[2])
+    all_room.cordon(*all_room.nodes[1:])
     first = pool_job(all_room, "first", ns, nodes=2, gang=gang, priority="kubeinfer-e2e-low")
     second = pool_job(all_room, "second", ns, nodes=2, gang=gang, priority="kubeinfer-e2e-high")
     launch(cluster, ns, first)
@@ -122,7 +123,7 @@ def test_two_jobs_that_fit_alone_but_not_together(all_room: Pool, job_namespace:
     launch(cluster, ns, second)
     wait_for(lambda: unschedulable(cluster, ns, "second", 2), "second's workers marked unschedulable", 120)
 
-    all_room.uncordon(POOL[1])  # room for two workers: one job fits, not both
+    all_room.uncordon(all_room.nodes[1])  # room for two workers: one job fits, not both
     if gang == "Auto":
         wait_for(lambda: bound(cluster, ns, "second") == 2, "the higher-priority gang placed whole", 120)
         assert bound(cluster, ns, "first") == 0 and state(cluster, ns, "first") == "Unschedulable"

@@ -30,7 +30,8 @@ from e2e.support.jobs import (
 from kubeinfer_api.plan import world_size
 from kubeinfer_api.validation import parse_manifest
 
-pytestmark = pytest.mark.e2e
+# One worker runs the module: its fixture launches every example at once (xdist would launch them per worker).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("examples")]
 JOB_TIMEOUT = 900  # all examples share 2 CPU cores
 # Context parallel reorders float sums (ring/all-to-all): images may differ by one 8-bit level.
 PIXEL_TOLERANCE = {"context-ring": 1, "context-ulysses": 1}

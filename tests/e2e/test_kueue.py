@@ -23,7 +23,8 @@ from e2e.support.pool import Pool
 from e2e.support.zones import ZONE, placed_zones, split_job, zone_pool
 from kubeinfer_api import naming
 
-pytestmark = pytest.mark.e2e
+# One worker runs the module: its fixture runs the Kueue manager and owns the ClusterQueues.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("kueue")]
 QUEUE = "e2e"
 FLAVOR = "e2e-cpu"
 PRIORITIES = {"e2e-low": 100, "e2e-high": 1000}
@@ -33,7 +34,8 @@ FAULT_AT = 3
 
 @pytest.fixture(scope="module")
 def kueue(nodes: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Kueue running, a ClusterQueue with quota for 2 workers, and the operator with its Kueue integration."""
+    """Kueue running and a ClusterQueue with quota for 2 workers (the chart installs the operator of every
+    e2e run with its Kueue integration on: it watches Kueue Workloads once their CRD appears)."""
     from e2e.support.local import LocalBackend
     from localcluster.kueue import KueueManager
 
@@ -52,11 +54,9 @@ def kueue(nodes: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                      "spec": {"namespaceSelector": {}, "preemption": {"withinClusterQueue": "LowerPriority"},
                               "resourceGroups": [{"coveredResources": ["cpu", "memory"],
                                                   "flavors": [{"name": FLAVOR, "resources": quota}]}]}}, "default")
-        nodes.install_operator("kueue.enabled=true", upgrade=True)
         yield nodes
     finally:
         nodes.kubectl("delete", "clusterqueue", QUEUE, "--ignore-not-found", "--wait=false", check=False)
-        nodes.install_operator(upgrade=True)  # back to the chart's defaults for the other tests
         manager.stop()
 
 

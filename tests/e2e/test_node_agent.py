@@ -30,7 +30,8 @@ from localcluster.node_agent.testing import (
     statefulset,
 )
 
-pytestmark = pytest.mark.e2e
+# One worker runs the module: its agents serve fixed node names.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("node-agent")]
 NODES = ("na-node-1", "na-node-2")
 # what the agent runs for image `.../echoer:<tag>` when a container sets no command (an image ENTRYPOINT)
 ENTRYPOINT = ["--entrypoint", 'echoer=["python", "-c", "import sys; print(*sys.argv[1:])"]']

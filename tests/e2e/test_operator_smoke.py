@@ -33,7 +33,8 @@ from kubeinfer_operator.settings import Settings
 from localcluster.binaries import free_port, log_tail
 from localcluster.controlplane import ControlPlane
 
-pytestmark = pytest.mark.e2e
+# Scales the chart's operator to 0 for the module: nothing else may run meanwhile.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.xdist_group("smoke")]
 TIMEOUT = 60
 CHART_PODS = "app.kubernetes.io/name=kubeinfer"  # the chart's operator Deployment and its pods
 

@@ -19,7 +19,8 @@ from e2e.support.jobs import item_count, job_outputs, launch
 from e2e.support.pool import Pool
 from e2e.support.zones import placed_zones, split_job, zone_pool
 
-pytestmark = pytest.mark.e2e
+# One worker runs the module: its fixture starts the zone nodes.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("topology")]
 TIMEOUT = 600
 
 

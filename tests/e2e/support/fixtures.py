@@ -7,84 +7,81 @@ Running), `job_namespace` (fresh, with the `s3-credentials` Secret) and `tiny_mo
 
 from __future__ import annotations
 
+import contextlib
 import re
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from e2e.support import shared
 from e2e.support.cluster import Cluster
 from e2e.support.models import upload_tiny_models
 from e2e.support.options import cluster_kind
-from localcluster.binaries import cache_dir
 
 __all__ = ["cluster", "crd", "job_namespace", "nodes", "operator", "tiny_models"]
 BUCKETS = ("models", "outputs")
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Cluster:
     """The cluster under test, with the `models` and `outputs` buckets."""
     if cluster_kind(request.config) == "kind":
         from e2e.support.kind import KindBackend
 
         facade = Cluster(KindBackend.from_env())
-    else:
-        from e2e.support.local import LocalBackend
+        _create_buckets(facade)
+        return facade
+    from e2e.support.local import LocalBackend
 
-        # Not under /tmp: pods mount emptyDirs at /tmp, which would hide their other volumes' sources.
-        nodes_dir = Path(tempfile.mkdtemp(prefix="nodes-", dir=_e2e_dir()))
-        backend = LocalBackend(
-            request.getfixturevalue("control_plane"), request.getfixturevalue("s3_server"), nodes_dir
-        )
-        facade = Cluster(backend)
-    s3 = facade.backend.s3_client()
+    session = shared.session_of(request.config)
+    backend = LocalBackend(request.getfixturevalue("control_plane"), request.getfixturevalue("s3_server"),
+                           session / "nodes", session=session)
+    facade = Cluster(backend)
+    with shared.exclusive(session / "buckets.lock"):
+        _create_buckets(facade)
+    return facade
+
+
+def _create_buckets(cluster: Cluster) -> None:
+    s3 = cluster.backend.s3_client()
     for bucket in BUCKETS:
         if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
             s3.create_bucket(Bucket=bucket)
-    yield facade
-    if cluster_kind(request.config) == "local":
-        shutil.rmtree(nodes_dir, ignore_errors=True)
-
-
-def _e2e_dir() -> Path:
-    path = cache_dir() / "e2e"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="session")
-def nodes(cluster: Cluster) -> Iterator[Cluster]:
-    """Nodes that run pods: the local node agents (kind brings its own kubelets)."""
+def nodes(cluster: Cluster) -> Cluster:
+    """Nodes that run pods: the local node agents (kind brings its own kubelets), shared by the run."""
     from e2e.support.local import LocalBackend
 
-    backend = cluster.backend
-    if isinstance(backend, LocalBackend):
-        try:
-            backend.start_agents()
-            yield cluster
-        finally:
-            backend.stop_agents()
-    else:
-        yield cluster
+    if isinstance(cluster.backend, LocalBackend):
+        cluster.backend.ensure_agents()
+    return cluster
 
 
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> Cluster:
     """The generated CRD, established in the apiserver."""
-    cluster.install_crd()
+    with _setup_lock(cluster, "crd"):
+        cluster.install_crd()
     return cluster
 
 
 def ensure_operator(cluster: Cluster) -> Cluster:
     """Install the chart unless a release exists (a test may have uninstalled it), wait until Running."""
-    if not cluster.operator_installed():
-        cluster.install_operator(upgrade=True)
+    with _setup_lock(cluster, "operator"):
+        if not cluster.operator_installed():
+            cluster.install_operator(upgrade=True)
     cluster.wait_operator_running()
     return cluster
+
+
+def _setup_lock(cluster: Cluster, what: str) -> contextlib.AbstractContextManager[None]:
+    """One worker at a time sets up a shared part of the cluster (the others find it done)."""
+    session = getattr(cluster.backend, "session", None)
+    return shared.exclusive(session / f"{what}.lock") if session is not None else contextlib.nullcontext()
 
 
 @pytest.fixture
@@ -113,4 +110,5 @@ def job_namespace(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[
 @pytest.fixture(scope="session")
 def tiny_models(cluster: Cluster) -> dict[str, Path]:
     """The tiny random models built offline (cached) and uploaded to s3://models/tiny-<kind>/."""
-    return upload_tiny_models(cluster.backend.s3_client())
+    with _setup_lock(cluster, "tiny-models"):
+        return upload_tiny_models(cluster.backend.s3_client())

@@ -12,11 +12,13 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from e2e.support import shared
 from e2e.support.cluster import Cluster
 from localcluster.binaries import binary, spawn, wait_until
 from localcluster.controlplane import ControlPlane
@@ -26,8 +28,8 @@ from localcluster.s3 import REGION, S3Server
 OPERATOR_IMAGE = "kubeinfer/kubeinfer-operator"
 WORKER_IMAGE = "kubeinfer/kubeinfer-runtime"
 TAG = "e2e"
-NODES = ("e2e-a", "e2e-b")
-SPARE_NODE = "e2e-spare"
+NODES = ("a", "b")
+SPARE = "spare"
 SPARE_TAINT = "kubeinfer-e2e/spare=true:NoSchedule"
 ENTRYPOINTS = {"kubeinfer-operator": ["kubeinfer-operator"], "kubeinfer-runtime": ["kubeinfer-worker"]}
 AGENT_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
@@ -40,8 +42,8 @@ class LocalBackend:
     plane: ControlPlane
     s3: S3Server
     workdir: Path
-    agents: dict[str, NodeAgentProcess] = field(default_factory=dict)
     name: str = "local"
+    session: Path | None = None  # the run's shared folder: agents are started once and found by pid file
 
     @property
     def kubeconfig(self) -> Path:
@@ -55,11 +57,24 @@ class LocalBackend:
     def helm_bin(self) -> str:
         return str(binary("helm"))
 
-    def start_agents(self) -> None:
-        """One agent process per node (so one can be lost alone); the spare node is tainted."""
-        for node in (*NODES, SPARE_NODE):
-            self._start_agent(node)
-        Cluster(self).kubectl("taint", "node", SPARE_NODE, SPARE_TAINT, "--overwrite")
+    def ensure_agents(self) -> None:
+        """One agent process per node (so one can be lost alone), started by the first worker of the
+        run that needs them; the spare node is tainted."""
+        assert self.session is not None, "agents are shared through the run's session folder"
+        with shared.exclusive(self.session / "agents.lock"):
+            started = [node for node in (*self.worker_nodes(), self.spare_node()) if not self._agent_alive(node)]
+            for node in started:
+                self._start_agent(node)
+            if self.spare_node() in started:
+                Cluster(self).kubectl("taint", "node", self.spare_node(), SPARE_TAINT, "--overwrite")
+
+    def node_name(self, role: str) -> str:
+        """Node names carry the run's id: a run tearing down (or reaping) its nodes never touches another's."""
+        assert self.session is not None
+        return f"e2e-{self.session.name.rsplit('-', 1)[-1]}-{role}"
+
+    def worker_nodes(self) -> list[str]:
+        return [self.node_name(role) for role in NODES]
 
     def agent_process(self, node: str, *, detach: bool = False) -> NodeAgentProcess:
         """An agent for `node` that runs the project's images from this venv (not started)."""
@@ -68,12 +83,11 @@ class LocalBackend:
             detach=detach,
         )
 
-    def _start_agent(self, node: str) -> None:
-        self.agents[node] = self.agent_process(node).start()
-
-    def start_pool(self, nodes: list[str], *, cpu: str, labels: dict[str, str], taint: str) -> NodeAgentProcess:
-        """Extra nodes for scheduling tests: one agent for all of them, each with `cpu` cores, `labels`, and
-        `taint` so that only jobs tolerating it land there. The caller stops it (`.stop()`)."""
+    def start_pool(self, roles: list[str], *, cpu: str, labels: dict[str, str], taint: str) -> NodeAgentProcess:
+        """Extra nodes for scheduling tests (named like the run's others, by role): one agent, tied to this
+        process, for all of them, each with `cpu` cores, `labels`, and `taint` so that only jobs tolerating
+        it land there. The caller stops it (`.stop()`)."""
+        nodes = [self.node_name(role) for role in roles]
         agent = NodeAgentProcess(self.kubeconfig, nodes, self.workdir, api_port=self.plane.pod_api_port, cpu=cpu,
                                  extra_args=_agent_args(labels))
         agent.start()
@@ -81,14 +95,26 @@ class LocalBackend:
             Cluster(self).kubectl("taint", "node", node, taint, "--overwrite")
         return agent
 
-    def stop_agents(self) -> None:
-        for agent in self.agents.values():
-            agent.stop()
+    def _start_agent(self, node: str) -> None:
+        """Detached: the agent outlives the worker that started it; the run's teardown stops it."""
+        assert self.session is not None
+        agent = self.agent_process(node, detach=True).start()
+        assert agent.proc is not None
+        pidfile = shared.agent_pidfile(self.session, node)
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        pidfile.write_text(f"{agent.proc.pid}\n")
+
+    def _agent_alive(self, node: str) -> bool:
+        assert self.session is not None
+        pidfile = shared.agent_pidfile(self.session, node)
+        return pidfile.exists() and shared.alive_as(int(pidfile.read_text()), sys.executable)
 
     def chart_values(self) -> list[str]:
+        """The images, and the Kueue integration on: it acts only for jobs naming a LocalQueue, and the
+        Kueue tests need no second install of the shared operator (Kueue's CRDs may come later)."""
         return [
             f"image.repository={OPERATOR_IMAGE}", f"image.tag={TAG}", "image.pullPolicy=Never",
-            f"workerImage.repository={WORKER_IMAGE}", f"workerImage.tag={TAG}",
+            f"workerImage.repository={WORKER_IMAGE}", f"workerImage.tag={TAG}", "kueue.enabled=true",
         ]  # fmt: skip
 
     def s3_client(self) -> Any:
@@ -116,14 +142,19 @@ class LocalBackend:
 
     def lose_node(self, node: str) -> None:
         """Power loss: the agent and every pod process on the node die; the lease stops."""
-        self.agents[node].kill(keep_pods=False)
+        assert self.session is not None
+        pidfile = shared.agent_pidfile(self.session, node)
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+        self.agent_process(node).cleanup()
 
     def restore_node(self, node: str) -> None:
-        if self.agents[node].proc is None:
+        if not self._agent_alive(node):
             self._start_agent(node)
 
     def spare_node(self) -> str:
-        return SPARE_NODE
+        return self.node_name(SPARE)
 
     def stop_s3(self) -> None:
         self.s3.stop()
@@ -145,7 +176,7 @@ class LocalBackend:
             return bool(response.status == 200)
 
     def log_files(self) -> list[Path]:
-        agent_logs = [agent.log_file for agent in self.agents.values()]
+        agent_logs = sorted(self.workdir.glob("agent-*.log"))
         return [*self.plane.log_files(), self.s3.log_file, *agent_logs]
 
 

@@ -15,8 +15,12 @@ from e2e.support.cluster import Cluster, Manifest, wait_for
 @dataclass
 class Pool:
     cluster: Cluster
-    nodes: list[str]
+    node_labels: dict[str, dict[str, str]]  # node name -> its own labels (besides `label`)
     label: tuple[str, str]  # every pool node has it; pool jobs select it
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self.node_labels)
 
     @property
     def taint(self) -> str:
@@ -49,17 +53,18 @@ class Pool:
 
 
 @contextmanager
-def node_pool(cluster: Cluster, nodes: dict[str, dict[str, str]], label: tuple[str, str], cpu: str) -> Iterator[Pool]:
-    """Start the nodes (one node agent per distinct label set), yield the pool, stop and delete them."""
+def node_pool(cluster: Cluster, roles: dict[str, dict[str, str]], label: tuple[str, str], cpu: str) -> Iterator[Pool]:
+    """Start a node per role (named like the run's other nodes; one node agent per distinct label set),
+    yield the pool, then stop and delete the nodes."""
     from e2e.support.local import LocalBackend
 
     backend = cluster.backend
     if not isinstance(backend, LocalBackend):
         pytest.fail("scheduling tests need node agents with a given capacity: run them on --cluster=local")
     groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
-    for node, labels in nodes.items():
-        groups.setdefault(tuple(sorted({**labels, label[0]: label[1]}.items())), []).append(node)
-    pool = Pool(cluster, list(nodes), label)
+    for role, labels in roles.items():
+        groups.setdefault(tuple(sorted({**labels, label[0]: label[1]}.items())), []).append(role)
+    pool = Pool(cluster, {backend.node_name(role): labels for role, labels in roles.items()}, label)
     agents = []
     try:
         for labels_of_group, names in groups.items():
@@ -68,4 +73,4 @@ def node_pool(cluster: Cluster, nodes: dict[str, dict[str, str]], label: tuple[s
     finally:
         for agent in agents:
             agent.stop()
-        cluster.kubectl("delete", "node", *nodes, "--ignore-not-found", check=False)
+        cluster.kubectl("delete", "node", *pool.nodes, "--ignore-not-found", check=False)

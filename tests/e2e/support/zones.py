@@ -12,15 +12,11 @@ from kubeinfer_api import naming
 ZONE = "topology.kubernetes.io/zone"
 
 
-def zones(prefix: str) -> dict[str, str]:
-    """node -> zone: `<prefix>-a1`, `<prefix>-a2` in zone-a, `<prefix>-b1`, `<prefix>-b2` in zone-b."""
-    return {f"{prefix}-{z}{i}": f"zone-{z}" for z in "ab" for i in (1, 2)}
-
-
 def zone_pool(cluster: Cluster, prefix: str) -> AbstractContextManager[Pool]:
-    """The two zones; `prefix` names the nodes and the pool label, so two modules never share them."""
-    return node_pool(cluster, {node: {ZONE: zone} for node, zone in zones(prefix).items()},
-                     ("kubeinfer-e2e/pool", prefix), cpu="2")
+    """Nodes `<prefix>-a1`, `-a2` in zone-a and `-b1`, `-b2` in zone-b; `prefix` also names the pool
+    label, so two modules never share nodes."""
+    roles = {f"{prefix}-{z}{i}": {ZONE: f"zone-{z}"} for z in "ab" for i in (1, 2)}
+    return node_pool(cluster, roles, ("kubeinfer-e2e/pool", prefix), cpu="2")
 
 
 def split_job(pool: Pool, name: str, namespace: str, topology: bool, gang: str = "Auto") -> Manifest:
@@ -42,9 +38,7 @@ def placed_zones(pool: Pool, namespace: str, job: str, count: int) -> list[str]:
     def bound() -> list[str]:
         pods = pool.cluster.items("pods", namespace, f"{naming.JOB_LABEL}={job}")
         nodes = [p["spec"].get("nodeName") for p in pods]
-        return [node_zone[n] for n in nodes] if len(pods) == count and all(nodes) else []
-
-    node_zone = zones(pool.label[1])
+        return [pool.node_labels[n][ZONE] for n in nodes] if len(pods) == count and all(nodes) else []
 
     placed: list[str] = wait_for(bound, f"{job}: {count} workers bound", 180)
     return placed

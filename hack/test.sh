@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make test`: lint beside the whole pytest suite, which runs on several xdist workers sharing one
+# local cluster (tests/e2e/support/shared.py). Both must pass.
+#
+#   KUBEINFER_TEST_WORKERS  pytest-xdist workers (default 3; 0 runs pytest in one process)
+#   extra arguments go to pytest (e.g. `hack/test.sh -k faults`)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+workers="${KUBEINFER_TEST_WORKERS:-3}"
+lint_log="$(mktemp)"
+trap 'rm -f "${lint_log}"' EXIT
+
+start=${SECONDS}
+make --no-print-directory lint >"${lint_log}" 2>&1 &
+lint_pid=$!
+
+xdist=()
+((workers > 0)) && xdist=(-n "${workers}" --dist loadgroup)
+.venv/bin/python -m pytest tests "${xdist[@]}" --durations=25 "$@"
+pytest_rc=$?
+
+wait "${lint_pid}"
+lint_rc=$?
+echo "---- lint (ruff, mypy) ----"
+cat "${lint_log}"
+echo "---- test.sh: pytest exit ${pytest_rc}, lint exit ${lint_rc}, $((SECONDS - start)) s ----"
+((pytest_rc == 0 && lint_rc == 0))
