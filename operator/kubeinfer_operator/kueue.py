@@ -23,6 +23,7 @@ from kubeinfer_operator.observe import Observation
 Obj = dict[str, Any]
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 API_VERSION = "kueue.x-k8s.io/v1beta2"
 PODSET = "workers"
 PODSET_LABEL = "kueue.x-k8s.io/podset"

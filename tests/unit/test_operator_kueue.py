@@ -123,6 +123,7 @@ def test_workload_asks_for_every_worker_with_its_pod_template() -> None:
     assert (wl["apiVersion"], wl["kind"]) == ("kueue.x-k8s.io/v1beta2", "Workload")
     assert wl["metadata"]["name"] == "cats-kueue"
     assert wl["metadata"]["ownerReferences"][0]["kind"] == "DistributedInference"
+    assert wl["metadata"]["labels"]["kueue.x-k8s.io/job-uid"] == "uid-cats"
     [pod_set] = wl["spec"]["podSets"]
     assert pod_set["name"] == "workers" and pod_set["count"] == 3
     assert pod_set["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "2"}

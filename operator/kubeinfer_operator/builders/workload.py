@@ -20,5 +20,6 @@ def build_workload(job: JobRef, spec: DistributedInferenceSpec, image: str, queu
     body: Obj = {"queueName": queue, "active": not spec.suspend, "podSets": [pod_set]}
     if priority is not None:
         body["priorityClassRef"], body["priority"] = priority
-    return {"apiVersion": kueue.API_VERSION, "kind": "Workload",
-            "metadata": metadata(job, kueue_workload(job.name), COMPONENT_QUEUE), "spec": body}
+    meta = metadata(job, kueue_workload(job.name), COMPONENT_QUEUE)
+    meta["labels"][kueue.JOB_UID_LABEL] = job.uid  # Kueue names the owner job by it (events, preemption)
+    return {"apiVersion": kueue.API_VERSION, "kind": "Workload", "metadata": meta, "spec": body}

@@ -54,21 +54,18 @@ class Pool:
 
 @contextmanager
 def node_pool(cluster: Cluster, roles: dict[str, dict[str, str]], label: tuple[str, str], cpu: str) -> Iterator[Pool]:
-    """Start a node per role (named like the run's other nodes; one node agent per distinct label set),
-    yield the pool, then stop and delete the nodes."""
+    """Start a node per role (named like the run's other nodes; one node agent each, as the run's own
+    nodes have), yield the pool, then stop and delete the nodes."""
     from e2e.support.local import LocalBackend
 
     backend = cluster.backend
     if not isinstance(backend, LocalBackend):
         pytest.fail("scheduling tests need node agents with a given capacity: run them on --cluster=local")
-    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
-    for role, labels in roles.items():
-        groups.setdefault(tuple(sorted({**labels, label[0]: label[1]}.items())), []).append(role)
     pool = Pool(cluster, {backend.node_name(role): labels for role, labels in roles.items()}, label)
     agents = []
     try:
-        for labels_of_group, names in groups.items():
-            agents.append(backend.start_pool(names, cpu=cpu, labels=dict(labels_of_group), taint=pool.taint))
+        for role, labels in roles.items():
+            agents.append(backend.start_pool([role], cpu=cpu, labels={**labels, label[0]: label[1]}, taint=pool.taint))
         yield pool
     finally:
         for agent in agents:
