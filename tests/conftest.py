@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.nodes import coerce_node_id
 from e2e.support import shared
 from e2e.support.options import pytest_addoption  # noqa: F401  (--cluster=local|kind)
 
@@ -39,3 +40,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(shared.SESSION_DIR, None)
     if getattr(config, "workerinput", None) is None and session is not None and session.exists():
         shared.teardown(session)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--dist loadgroup`: suffix each `xdist_group` test's id with its group, as pytest-xdist does. xdist
+    3.8 writes `item._nodeid`, which pytest 9 no longer reads (the id lives in `_id`), so without this
+    every group's tests spread over the workers and module fixtures that must run once run per worker."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(groups)}")

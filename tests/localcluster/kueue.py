@@ -68,7 +68,10 @@ class KueueManager:
 
     def start(self) -> KueueManager:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port, self.health = free_port(), free_port()
+        self.port = free_port()
+        self.health = free_port()
+        while self.health == self.port:  # a port just released may be handed out again
+            self.health = free_port()
         certs = self.workdir / "certs"
         CertificateAuthority(certs).issue("tls", "kueue-webhook", dns_names=("localhost",),
                                           ip_addresses=("127.0.0.1",), server=True)
