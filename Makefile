@@ -7,7 +7,8 @@ export UV_CACHE_DIR := $(CACHE)/uv
 export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
-.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale bench-admission
+.PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale \
+	bench-admission bench-model-load
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -72,3 +73,7 @@ bench-scale: venv  ## 1,000 jobs: kubeinfer-operator vs the JobSet controller on
 bench-admission: venv  ## quota freed -> all pods bound under Kueue: kubeinfer vs JobSet, as a ratio
 	bash hack/build-tools.sh kubernetes etcd jobset kueue
 	$(PY) bench/admission_latency.py $(ADMISSION_ARGS)
+
+bench-model-load: venv  ## model fetch + load vs the best plain S3 client and vs cat (MinIO here, ~2 GB)
+	bash hack/build-tools.sh minio
+	$(PY) bench/model_load.py $(MODEL_LOAD_ARGS)

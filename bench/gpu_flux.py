@@ -3,10 +3,14 @@
 Needs one CUDA GPU with ~40 GiB. Builds the model once (real transformer and VAE configs, random
 bf16 weights; small text encoders of the real widths, since the benchmark is about the denoiser),
 saves it with `save_pretrained`, then times the same prompts, seeds and steps through
-(a) a plain loop calling `FluxPipeline` directly and (b) `kubeinfer run` (data strategy, one process,
-outputs written to a local directory). Reports seconds per step and per image and the ratio.
+(a) a plain eager loop calling `FluxPipeline` directly and (b) `kubeinfer run` (data strategy, one
+process, outputs written to a local directory), and with --compile / --attention-backend (c) `kubeinfer
+run` with those `spec.runtime` options (its compile warm-up happens before the first item; the first item
+is dropped from the timing anyway). Reports seconds per step and per image and the ratios; the target of
+(c) is plain eager / kubeinfer >= 1.5.
 
-    python bench/gpu_flux.py --model-dir /tmp/flux-full --steps 8 --images 3 --out bench/results
+    python bench/gpu_flux.py --model-dir /tmp/flux-full --steps 8 --images 3 --out bench/results \
+        [--compile max-autotune-no-cudagraphs --compile-modules denoiser decoder --attention-backend _native_cudnn]
 """
 
 from __future__ import annotations
@@ -105,8 +109,9 @@ def time_plain(model_dir: Path, steps: int, images: int) -> dict[str, float]:
     return {"seconds_per_image": statistics.median(per_image), "seconds_per_step": statistics.median(per_step)}
 
 
-def time_runtime(model_dir: Path, steps: int, images: int, work: Path) -> dict[str, float]:
-    """`kubeinfer run` on the same prompts; per-image seconds from the manifest the runtime writes."""
+def time_runtime(model_dir: Path, steps: int, images: int, work: Path,
+                 runtime: dict[str, Any] | None = None) -> dict[str, float]:
+    """`kubeinfer run` on the same prompts (with `spec.runtime` options); per-image seconds from its manifest."""
     manifest = {
         "apiVersion": "kubeinfer.io/v1alpha1", "kind": "DistributedInference",
         "metadata": {"name": "gpu-flux-bench"},
@@ -116,6 +121,7 @@ def time_runtime(model_dir: Path, steps: int, images: int, work: Path) -> dict[s
             "inputs": {"prompts": ["warm-up", *prompts(images)]},
             "workers": {"nodes": 1, "gpusPerNode": 1},
             "output": {"uri": str(work / "out"), "contactSheet": False},
+            **({"runtime": runtime} if runtime else {}),
         },
     }
     work.mkdir(parents=True, exist_ok=True)
@@ -134,6 +140,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune",
+                                              "max-autotune-no-cudagraphs"], help="spec.runtime.compile.mode")
+    parser.add_argument("--compile-modules", nargs="+", choices=["denoiser", "decoder"], default=["denoiser"])
+    parser.add_argument("--attention-backend", help="spec.runtime.attentionBackend (e.g. _native_cudnn, flash)")
     args = parser.parse_args()
     import torch
 
@@ -142,6 +152,9 @@ def main() -> None:
     built = time.perf_counter() - started
     plain = time_plain(args.model_dir, args.steps, args.images)
     runtime = time_runtime(args.model_dir, args.steps, args.images, args.out / "gpu-run")
+    options = runtime_options(args)
+    tuned = time_runtime(args.model_dir, args.steps, args.images, args.out / "gpu-run-tuned", options) if options \
+        else None
     result = {
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "resolution": f"{WIDTH}x{HEIGHT}",
         "steps": args.steps, "images": args.images, "build_seconds": round(built, 1),
@@ -150,9 +163,24 @@ def main() -> None:
         "runtime_seconds_per_step_estimate": runtime["seconds_per_image"] / plain["seconds_per_image"]
         * plain["seconds_per_step"],
     }
+    if tuned is not None:
+        result.update(runtime_options=options, tuned=tuned,
+                      plain_eager_over_tuned=plain["seconds_per_image"] / tuned["seconds_per_image"],
+                      tuned_seconds_per_step_estimate=tuned["seconds_per_image"] / plain["seconds_per_image"]
+                      * plain["seconds_per_step"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_flux.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
+    """spec.runtime from the command line (empty: no tuned run)."""
+    options: dict[str, Any] = {}
+    if args.compile:
+        options["compile"] = {"mode": args.compile, "modules": args.compile_modules}
+    if args.attention_backend:
+        options["attentionBackend"] = args.attention_backend
+    return options
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 workers="${KUBEINFER_TEST_WORKERS:-3}"
+# torch.compile tests reuse inductor's compiled kernels across runs (the clone is fresh, the cache is not).
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-${KUBEINFER_CACHE:-${HOME}/.cache/kubeinfer}/inductor}"
 lint_log="$(mktemp)"
 trap 'rm -f "${lint_log}"' EXIT
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.nodes import coerce_node_id
+from _pytest.nodeid import coerce_node_id
 from e2e.support import shared
 from e2e.support.options import pytest_addoption  # noqa: F401  (--cluster=local|kind)
 

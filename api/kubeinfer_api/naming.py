@@ -10,6 +10,11 @@ ATTEMPT_ANNOTATION = "kubeinfer.io/attempt"
 CHILDREN_HASH = "kubeinfer.io/children-hash"
 JOB_MOUNT_DIR = "/etc/kubeinfer"
 JOB_FILE = "job.json"
+#: Where a worker mounts spec.model.cache, and the env that tells the runtime.
+MODEL_CACHE_DIR = "/var/cache/kubeinfer/model-cache"
+MODEL_CACHE_ENV = "KUBEINFER_MODEL_CACHE"
+#: The port on which a worker pod serves the model files it holds to the job's other pods (fan-out).
+MODEL_PEER_PORT = 9401
 
 
 def job_configmap(job: str) -> str:
@@ -41,7 +46,12 @@ def worker_account(job: str) -> str:
 
 
 def master_addr(job: str, namespace: str) -> str:
-    return f"{workers(job)}-0.{workers(job)}.{namespace}.svc"
+    return worker_addr(job, namespace, 0)
+
+
+def worker_addr(job: str, namespace: str, index: int) -> str:
+    """The stable DNS name of worker pod `index` (the headless Service's record)."""
+    return f"{workers(job)}-{index}.{workers(job)}.{namespace}.svc"
 
 
 def labels(job: str, component: str) -> dict[str, str]:

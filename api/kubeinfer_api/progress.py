@@ -1,7 +1,7 @@
 """The progress contract between workers (writers) and the operator (reader).
 
 Rank 0 of the current attempt patches ConfigMap `<job>-progress`, key `progress.json`, at a bounded
-rate. The operator turns it into `status.progress`, `status.plan` and `status.output`, and treats
+rate. The operator turns it into `status.progress`, `status.plan`, `status.output` and `status.startup`, and treats
 `phase: complete` as the end of the job (worker pods restart forever under a StatefulSet).
 """
 
@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from kubeinfer_api.spec import SpecModel
-from kubeinfer_api.status import OutputStatus, Plan
+from kubeinfer_api.status import OutputStatus, Plan, StartupStatus
 
 PROGRESS_KEY = "progress.json"
 Phase = Literal["starting", "loading", "running", "finalizing", "complete", "failed"]
@@ -33,6 +33,7 @@ class Progress(SpecModel):
     plan: Plan | None = None
     output: OutputStatus | None = None
     message: str = ""
+    startup: StartupStatus | None = None
 
     @property
     def done(self) -> int:

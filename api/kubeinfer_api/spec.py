@@ -33,6 +33,21 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class ModelCache(SpecModel):
+    """Complete models kept across jobs, keyed by URI and version (ETag), published atomically."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.claimName) != has(self.hostPath)",
+            "model.cache: set exactly one of claimName (a PersistentVolumeClaim, ReadWriteMany to share it "
+            "between nodes) or hostPath (a node-local directory the cluster admin allows)"),
+    ]})
+    claim_name: str | None = Field(None, min_length=1, max_length=253,
+                                   pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description=(
+                                       "PersistentVolumeClaim in the job's namespace (ReadWriteMany across nodes)."))
+    host_path: str | None = Field(None, min_length=2, max_length=1024, pattern=r"^/.+$", description=(
+        "A directory on each node (created if missing); needs a namespace whose policy allows hostPath."))
+
+
 class ModelSource(SpecModel):
     uri: str = Field(max_length=2048, pattern=URI_PATTERN, description=(
         "Where the model is: s3://, gs://, az://, abfs://, hf://org/name, file:///path or /path (a mounted PVC)."))
@@ -43,6 +58,8 @@ class ModelSource(SpecModel):
     revision: str = Field("main", max_length=256, description="Branch, tag or commit (hf:// only).")
     credentials_secret: str | None = Field(None, max_length=253, description=(
         "Secret with storage keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) or HF_TOKEN."))
+    cache: ModelCache | None = Field(None, description=(
+        "Keep fetched models for later jobs; a job finding its model's version there reads nothing."))
 
 
 class TaskSpec(SpecModel):
@@ -110,6 +127,42 @@ class StrategySpec(SpecModel):
     pipeline: PipelineOptions | None = None
     device_map: DeviceMapOptions | None = None
     context: ContextOptions | None = None
+
+
+#: diffusers 0.42.1's `AttentionBackendName` values (a test keeps them equal to the installed library).
+AttentionBackend = Literal[
+    "native", "_native_math", "_native_efficient", "_native_flash", "_native_cudnn", "_native_npu", "_native_xla",
+    "flash", "flash_varlen", "_flash_3", "_flash_varlen_3", "flex", "sage", "sage_varlen",
+    "_sage_qk_int8_pv_fp8_cuda", "_sage_qk_int8_pv_fp8_cuda_sm90", "_sage_qk_int8_pv_fp16_cuda",
+    "_sage_qk_int8_pv_fp16_triton", "xformers", "flash_hub", "flash_varlen_hub", "flash_4_hub", "_flash_3_hub",
+    "_flash_3_varlen_hub", "aiter_fa2_hub", "sage_hub", "sage_blackwell_hub"]
+
+
+CompileTarget = Literal["denoiser", "decoder"]
+
+
+def _denoiser() -> list[CompileTarget]:
+    return ["denoiser"]
+
+
+class CompileOptions(SpecModel):
+    """torch.compile of the pipeline's hot modules (the first batch then pays the compilation: warm-up)."""
+
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode.")
+    modules: list[CompileTarget] = Field(default_factory=_denoiser, min_length=1, max_length=2, description=(
+        "What to compile: denoiser (the transformer or UNet), decoder (the VAE decoder)."))
+    fullgraph: bool = Field(False, description="Fail instead of falling back to eager on a graph break.")
+
+
+class RuntimeOptions(SpecModel):
+    """Compute options applied by every strategy that runs a diffusers pipeline (data, deviceMap, context)."""
+
+    compile: CompileOptions | None = Field(None, description="Compile the denoiser and/or decoder; unset: eager.")
+    attention_backend: AttentionBackend | None = Field(None, description=(
+        "diffusers attention backend of the denoiser (e.g. _native_flash, flash, sage; some need their package "
+        "or a GPU); unset: the library's default (native). For strategy context it is also the context backend; "
+        "strategy.context.attentionBackend, if not auto, must then be the same."))
 
 
 class ResourceRequirements(SpecModel):
@@ -269,12 +322,22 @@ class DistributedInferenceSpec(SpecModel):
             " || self.workers.processesPerNode == 1",
             "strategy deviceMap runs one process per pod: remove workers.processesPerNode or set it to 1",
             ".workers.processesPerNode"),
+        cel("!has(self.runtime) || self.task.type == 'text-to-image'"
+            " || (!has(self.runtime.compile) && !has(self.runtime.attentionBackend))",
+            "runtime.compile and runtime.attentionBackend apply to diffusers pipelines: use task.type text-to-image",
+            ".runtime"),
+        cel("!has(self.runtime) || !has(self.runtime.attentionBackend) || !has(self.strategy.context)"
+            " || self.strategy.context.attentionBackend == 'auto'"
+            " || self.strategy.context.attentionBackend == self.runtime.attentionBackend",
+            "runtime.attentionBackend and strategy.context.attentionBackend differ: set the backend once, in "
+            "runtime.attentionBackend, and leave strategy.context.attentionBackend auto", ".runtime.attentionBackend"),
     ]})
 
     model: ModelSource
     task: TaskSpec = Field(default_factory=TaskSpec)
     inputs: InputsSpec
     strategy: StrategySpec = Field(default_factory=StrategySpec)
+    runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
     workers: WorkersSpec = Field(default_factory=WorkersSpec)
     rendezvous: RendezvousSpec = Field(default_factory=RendezvousSpec)
     output: OutputSpec
@@ -287,4 +350,5 @@ class DistributedInferenceSpec(SpecModel):
 
 
 #: Fields that may not change after creation (CEL `self == oldSelf` on each).
-IMMUTABLE_FIELDS = ("model", "task", "inputs", "strategy", "workers", "rendezvous", "output", "scheduling")
+IMMUTABLE_FIELDS = ("model", "task", "inputs", "strategy", "runtime", "workers", "rendezvous", "output",
+                    "scheduling")

@@ -85,6 +85,28 @@ class OutputStatus(SpecModel):
     bytes: int = 0
 
 
+class StartupStatus(SpecModel):
+    """Where the start-up time went: the phases of the slowest rank (the one whose first item came last)
+    and the model bytes every pod read, by source. Filled while the attempt starts; see docs "Cold start"."""
+
+    attempt: int = 0
+    ranks_reported: int = Field(0, description="Ranks that reported their start-up so far.")
+    slowest_rank: int | None = Field(None, description="Global rank whose phases are shown.")
+    rendezvous_seconds: float = Field(0.0, description="Container start until the group formed and the work "
+                                      "was shared (includes image start-up, imports and waiting for peers).")
+    fetch_seconds: float = Field(0.0, description="Waiting for the model files after rendezvous.")
+    load_seconds: float = Field(0.0, description="Loading the model to the device (strategy load).")
+    warmup_seconds: float = Field(0.0, description="Warm-up and compilation (spec.runtime.compile).")
+    first_item_seconds: float = Field(0.0, description="From ready to the first finished item.")
+    total_seconds: float = Field(0.0, description="Container start to the first item (sum of the phases).")
+    download_seconds: float = Field(0.0, description="The longest model download of a pod; it starts with the "
+                                    "container, so it overlaps the rendezvous (fetch is only the wait after it).")
+    model_bytes: int = Field(0, description="Size of the model's files.")
+    bytes_from_storage: int = Field(0, description="Model bytes the job read from object storage (all pods).")
+    bytes_from_peers: int = Field(0, description="Model bytes pods received from other pods of the job.")
+    bytes_from_cache: int = Field(0, description="Model bytes found complete in the model cache.")
+
+
 class FirstFailure(SpecModel):
     pod: str
     container: str | None = None
@@ -107,5 +129,6 @@ class DistributedInferenceStatus(SpecModel):
     restarts: int = 0
     output: OutputStatus | None = None
     first_failure: FirstFailure | None = None
+    startup: StartupStatus | None = None
     start_time: str | None = None
     completion_time: str | None = None

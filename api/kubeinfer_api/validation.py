@@ -89,6 +89,11 @@ def cross_field_problems(spec: DistributedInferenceSpec) -> list[str]:
         elif world % degree:
             problems.append(f"spec.strategy.context: ringDegree * ulyssesDegree ({degree}) must divide the "
                             f"world size ({world} = workers.nodes * processes per node)")
+    cache = spec.model.cache
+    if cache is not None and (cache.claim_name is None) == (cache.host_path is None):
+        problems.append("spec.model.cache: set exactly one of claimName (a PersistentVolumeClaim, ReadWriteMany to "
+                        "share it between nodes) or hostPath (a node-local directory the cluster admin allows)")
+    problems += runtime_problems(spec)
     if spec.rendezvous.backend == "nccl" and spec.workers.gpus_per_node == 0:
         problems.append("spec.rendezvous.backend: nccl needs GPUs: set workers.gpusPerNode > 0 or backend gloo/auto")
     if strategy.type == "pipeline" and world < 2:
@@ -121,6 +126,20 @@ def failure_rule_problems(spec: DistributedInferenceSpec) -> list[str]:
                 re.compile(pattern)
             except re.error as err:
                 problems.append(f"{where}.onMessagePatterns[{j}]: not a regular expression ({err}): {pattern!r}")
+    return problems
+
+
+def runtime_problems(spec: DistributedInferenceSpec) -> list[str]:
+    runtime, context = spec.runtime, spec.strategy.context
+    problems = []
+    if spec.task.type != "text-to-image" and (runtime.compile or runtime.attention_backend):
+        problems.append("spec.runtime: compile and attentionBackend apply to diffusers pipelines: use task.type "
+                        "text-to-image (or remove them)")
+    if (runtime.attention_backend and context is not None and context.attention_backend != "auto"
+            and context.attention_backend != runtime.attention_backend):
+        problems.append(f"spec.runtime.attentionBackend: {runtime.attention_backend} differs from "
+                        f"strategy.context.attentionBackend {context.attention_backend}; set the backend once, in "
+                        "runtime.attentionBackend, and leave strategy.context.attentionBackend auto")
     return problems
 
 

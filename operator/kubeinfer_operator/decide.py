@@ -65,6 +65,8 @@ def _observed(status: DistributedInferenceStatus, spec: DistributedInferenceSpec
         status.output = report.output
     elif status.output is None:
         status.output = OutputStatus(uri=spec.output.uri)
+    if report is not None and report.startup is not None:
+        status.startup = report.startup
     if obs.statefulset_exists and not conditions.is_true(status, "Created"):
         conditions.set_condition(status, "Created", True, Reason.CHILDREN_CREATED,
                                  "job ConfigMap, Service, StatefulSet and worker RBAC created", now, generation)

@@ -72,7 +72,7 @@ def fingerprint(job: JobConfig, items: list[Item]) -> dict[str, Any]:
         line = [item.index, item.id, item.prompt, item.seed, item.parameters]
         digest.update(json.dumps(line, sort_keys=True).encode() + b"\n")
     detail = {
-        "model": spec.model.model_dump(mode="json", by_alias=True, exclude={"credentials_secret"}),
+        "model": spec.model.model_dump(mode="json", by_alias=True, exclude={"credentials_secret", "cache"}),
         "task": spec.task.model_dump(mode="json", by_alias=True),
         "format": output_format(spec),
         "batchSize": spec.strategy.batch_size,

@@ -1,28 +1,29 @@
 """Model sources: a path or file:// (a mounted PVC), s3:// (any S3-compatible store), gs://, az://, hf://.
 
-Remote models are copied once per pod into a local cache: every process of the pod takes the same
-file lock, the first downloads (files in parallel, each checked against the listed size and, for
-single-part S3 uploads, the MD5 ETag) and writes a `.complete` record; the others find it and reuse
-the copy. A later run with the same listing reuses it too.
+Remote models are fetched once per pod (or once per cache, with spec.model.cache) into a cache
+entry keyed by URI and version (`modelio.cache`): every process takes the entry's file lock, the
+first one fetches with parallel ranged reads (`modelio.ranged`), each part pinned to the listed
+ETag, and publishes the folder atomically; the others find it complete. A later run with the same
+listing reuses it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+from kubeinfer_api.jobconfig import JobConfig
+from kubeinfer_api.naming import MODEL_CACHE_ENV
 from kubeinfer_api.spec import ModelSource
-from kubeinfer_runtime.storage import MODEL_ENV_PREFIX, ObjectStore
+from kubeinfer_runtime import startup
+from kubeinfer_runtime.modelio import prefetch
+from kubeinfer_runtime.modelio.local import read_ahead
+from kubeinfer_runtime.modelio.remote import EmptyModel, Fetched, fetch_remote
 
 log = logging.getLogger(__name__)
 FIELD = "spec.model.uri"
-COMPLETE = ".complete"
 
 
 class ModelError(ValueError):
@@ -30,6 +31,7 @@ class ModelError(ValueError):
 
 
 def cache_root() -> Path:
+    """The pod's own model folder (an emptyDir in a pod; ~/.cache/kubeinfer/models on a laptop)."""
     base = os.environ.get("KUBEINFER_CACHE") or str(Path.home() / ".cache" / "kubeinfer")
     return Path(base) / "models"
 
@@ -43,10 +45,31 @@ def fetch_model(source: ModelSource, cache: Path | None = None) -> Path:
         case "hf":
             return hf_model(source)
         case "s3" | "gs" | "az" | "abfs":
-            return download(source.uri, cache or cache_root())
+            root, durable = (cache, False) if cache is not None else cache_location(source)
+            return remote_model(source.uri, root, durable)
         case other:
             raise ModelError(f"{FIELD}: unsupported scheme {other!r}; use file://, a path, s3://, gs://, az:// "
                              "or hf://org/name")
+
+
+def cache_location(source: ModelSource) -> tuple[Path, bool]:
+    """(root, durable): spec.model.cache when set (kept across pods, so flushed before publishing), else the
+    pod's own folder."""
+    shared = shared_cache(source)
+    return (shared / "models", True) if shared is not None else (cache_root(), False)
+
+
+def prefetch_for_pod(job: JobConfig, pod_index: int) -> None:
+    """In the pod's launcher: start fetching the model (and serving it to the job's other pods)."""
+    prefetch.start(job, pod_index, *cache_location(job.spec.model))
+
+
+def shared_cache(source: ModelSource) -> Path | None:
+    """spec.model.cache as mounted in the pod (the operator sets the env), or its hostPath on this machine."""
+    mounted = os.environ.get(MODEL_CACHE_ENV)
+    if mounted:
+        return Path(mounted)
+    return Path(source.cache.host_path) if source.cache and source.cache.host_path else None
 
 
 def local_model(path: Path) -> Path:
@@ -55,6 +78,8 @@ def local_model(path: Path) -> Path:
                          "workers.volumeMounts?)")
     if not any(path.iterdir()):
         raise ModelError(f"{FIELD}: {path} is empty")
+    if _first_process():
+        read_ahead(path)  # overlaps reading the volume with loading (one reader per pod)
     return path
 
 
@@ -73,8 +98,11 @@ def hf_model(source: ModelSource) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     repo, revision = parse_hf(source.uri, source.revision)
+    shared = shared_cache(source)
+    cache_dir = str(shared / "huggingface") if shared else None  # the hub's own layout keys by revision
     try:
-        return Path(snapshot_download(repo_id=repo, revision=revision, token=os.environ.get("HF_TOKEN") or None))
+        return Path(snapshot_download(repo_id=repo, revision=revision, token=os.environ.get("HF_TOKEN") or None,
+                                      cache_dir=cache_dir))
     except RepositoryNotFoundError:
         raise ModelError(f"{FIELD}: Hugging Face repository {repo!r} not found (or HF_TOKEN in "
                          "model.credentialsSecret lacks access)") from None
@@ -85,70 +113,37 @@ def hf_model(source: ModelSource) -> Path:
         raise ModelError(f"{FIELD}: cannot download {repo}@{revision}: {err}") from None
 
 
-def download(uri: str, cache: Path) -> Path:
-    """Copy a remote prefix into `cache/<hash of uri>` once per pod (file lock), verified."""
-    from filelock import FileLock
-
-    store = ObjectStore(uri, field=FIELD, env_prefix=MODEL_ENV_PREFIX)
-    target = cache / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24]
-    target.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        listing = remote_listing(store)
-        if not listing:
-            raise ModelError(f"{FIELD}: {uri} holds no files")
-        if _complete(target) == listing:
-            return target
-        log.info("model: downloading %d files (%.1f MiB) from %s", len(listing),
-                 sum(f["size"] for f in listing.values()) / 2**20, uri)
-        (target / COMPLETE).unlink(missing_ok=True)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda rel: _fetch_one(store, rel, listing[rel], target), sorted(listing)))
-        (target / COMPLETE).write_text(json.dumps(listing, sort_keys=True))
-    return target
-
-
-def remote_listing(store: ObjectStore) -> dict[str, dict[str, Any]]:
-    """{relative path: {size, etag}} of every file under the store's root."""
-    found = store.call("list model files", lambda: store.fs.find(store.root, detail=True))
-    out: dict[str, dict[str, Any]] = {}
-    for path, info in found.items():
-        rel = str(path)[len(store.root):].lstrip("/")
-        if rel and info.get("type", "file") == "file":
-            out[rel] = {"size": int(info.get("size") or 0), "etag": str(info.get("ETag") or "").strip('"')}
-    return out
-
-
-def _complete(target: Path) -> dict[str, Any] | None:
+def remote_model(uri: str, root: Path, durable: bool) -> Path:
+    """The model's current version in a cache entry under `root` (fetched if missing), reported in start-up."""
     try:
-        return dict(json.loads((target / COMPLETE).read_text()))
-    except (OSError, ValueError):
-        return None
+        fetched = fetch_remote(uri, root, durable)
+    except EmptyModel as err:
+        raise ModelError(str(err)) from None
+    report_reads(fetched)
+    return fetched.path
 
 
-def _fetch_one(store: ObjectStore, rel: str, expected: dict[str, Any], target: Path) -> None:
-    dest = target / rel
-    if dest.is_file() and dest.stat().st_size == expected["size"] and _etag_ok(dest, expected["etag"]):
-        return  # left by an interrupted download
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    store.call(f"download {rel}", lambda: store.fs.get_file(store.path(rel), str(tmp)))
-    size = tmp.stat().st_size
-    if size != expected["size"] or not _etag_ok(tmp, expected["etag"]):
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"{FIELD}: {rel} arrived with {size} bytes or a different checksum than listed "
-                         f"({expected['size']} bytes, etag {expected['etag']}); it changed during the download")
-    os.replace(tmp, dest)
+def report_reads(fetched: Fetched) -> None:
+    """Each process reports the bytes it read; local rank 0 also speaks for the pod: the launcher's reads when
+    it fetched for the pod (`modelio.prefetch`), else a model found complete in the cache."""
+    reads = {source: n for source, n in fetched.bytes_by_source.items() if source != "cache"}
+    if _first_process():
+        if prefetch.active():
+            record = prefetch.read_record()
+            if record is not None:
+                for source, n in record.bytes.items():
+                    reads[source] = reads.get(source, 0) + n
+                startup.downloaded(record.seconds)
+        else:
+            reads["cache"] = fetched.bytes_by_source.get("cache", 0)
+    for source, n in reads.items():
+        startup.fetched(source, n, fetched.model_bytes)
+    startup.fetched("storage", 0, fetched.model_bytes)  # the model's size, even when nothing was read
 
 
-def _etag_ok(path: Path, etag: str) -> bool:
-    """S3 single-part ETags are the MD5; multipart ones (with '-') and other stores are size-checked only."""
-    if len(etag) != 32 or "-" in etag:
-        return True
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == etag
+def _first_process() -> bool:
+    """Local rank 0 speaks for the pod (its other processes find the same cache entry)."""
+    return os.environ.get("LOCAL_RANK", "0") in ("", "0")
 
 
 def check_model(model_dir: Path, source: ModelSource, task: str) -> None:

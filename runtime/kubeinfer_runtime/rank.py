@@ -19,6 +19,7 @@ from kubeinfer_api.jobconfig import JobConfig, load_job_config
 from kubeinfer_api.plan import build_plan
 from kubeinfer_api.status import OutputStatus
 from kubeinfer_api.validation import output_format
+from kubeinfer_runtime import startup
 from kubeinfer_runtime.contactsheet import NAME as CONTACT_SHEET
 from kubeinfer_runtime.contactsheet import contact_sheet
 from kubeinfer_runtime.distributed import init_distributed, shutdown_distributed
@@ -28,6 +29,7 @@ from kubeinfer_runtime.ledger import MANIFEST, Ledger, fingerprint
 from kubeinfer_runtime.modelstore import check_model, fetch_model
 from kubeinfer_runtime.outputs import Committer
 from kubeinfer_runtime.progress import Reporter, configmap_sink
+from kubeinfer_runtime.startup import Collector, StartupClock, set_clock
 from kubeinfer_runtime.storage import ObjectStore
 from kubeinfer_runtime.strategies import Item, RunContext, strategy_for
 from kubeinfer_runtime.strategies.auto import resolve_strategy
@@ -111,6 +113,7 @@ def check_shared_output(job: Job, work: Work) -> None:
 def compute(job: Job, work: Work) -> None:
     spec, dist = job.config.spec, job.dist
     model_dir = fetch_model(spec.model)
+    startup.mark("fetch")
     check_model(model_dir, spec.model, spec.task.type)
     quiet_progress_bars()
     name, explanation = resolve_strategy(job.config, model_dir, dist.device)
@@ -119,10 +122,13 @@ def compute(job: Job, work: Work) -> None:
     job.reporter.set(plan=build_plan(spec, name, explanation))
     strategy = strategy_for(name)(RunContext(job=job.config, dist=dist, model_dir=model_dir, strategy=name))
     strategy.load()
+    startup.mark("load")
     job.reporter.set(phase="running")
     committer = Committer(job.store, job.ledger, output_format(spec), dist.rank, job.attempt)
     try:
-        for result in strategy.run(work.pending):
+        for count, result in enumerate(strategy.run(work.pending)):
+            if count == 0:
+                startup.mark("firstItem")
             committer.submit(result)
     finally:
         stats = committer.close()
@@ -195,17 +201,25 @@ def run(config: JobConfig, attempt: int) -> None:
     sink = configmap_sink(config.name, config.namespace) if dist.rank == 0 else None
     reporter = Reporter(ledger, attempt, sink, log_lines=dist.local_rank == 0)
     job = Job(config, dist, store, ledger, attempt, reporter)
+    clock = set_clock(StartupClock(dist.rank, attempt, store))
+    collector = Collector(store, attempt, dist.world_size, reporter) if dist.rank == 0 else None
     if dist.local_rank == 0:
         reporter.start()
     try:
         work = share_work(job)
+        startup.mark("rendezvous")
+        if collector is not None and work.pending:
+            collector.start()
         reporter.set(phase="loading", total=work.total, skipped=work.total - len(work.pending))
         if dist.rank == 0:
             log.info("work: %d items, %d already committed, %d to do", work.total,
                      work.total - len(work.pending), len(work.pending))
         if work.pending:
             compute(job, work)
+            clock.finish()
         ledger.mark_done(work.run_id, dist.rank)
+        if collector is not None and work.pending:
+            collector.stop()
         if dist.rank == 0:
             finalize(job, work)
     except ItemsFailed:

@@ -23,8 +23,10 @@ from kubeinfer_runtime import metrics
 from kubeinfer_runtime.inputs import load_items
 from kubeinfer_runtime.launch import first_error, make_run_dir, run_ranks, torchrun_argv
 from kubeinfer_runtime.ledger import MANIFEST, Ledger, fingerprint
+from kubeinfer_runtime.modelstore import prefetch_for_pod
 from kubeinfer_runtime.progress import configmap_sink
 from kubeinfer_runtime.rendezvous import RendezvousTimeout, wait_for_master, write_termination_message
+from kubeinfer_runtime.startup import mark_container_start
 from kubeinfer_runtime.storage import ObjectStore
 
 log = logging.getLogger("kubeinfer.worker")
@@ -77,6 +79,7 @@ def master() -> tuple[str, int, int]:
 
 
 def run_worker() -> int:
+    mark_container_start()
     job = load_job_config()
     attempt = int(os.environ.get("KUBEINFER_ATTEMPT") or 0)
     addr, port, node_rank = master()
@@ -87,6 +90,7 @@ def run_worker() -> int:
         if node_rank == 0:
             report_complete(job, summary, attempt)
         return 0
+    prefetch_for_pod(job, node_rank)  # overlaps the rendezvous and the ranks' start-up
     wait_for_master(addr, port, job.spec.rendezvous.timeout_seconds, check_port=node_rank != 0)
     # The ranks' metric files outlive torchrun: an idle finished pod still reports its counts.
     atexit.register(metrics.cleanup, metrics.prepare_multiprocess_dir())

@@ -129,7 +129,13 @@ def pytest_runtest_makereport(
     """On failure, attach the namespace's objects, its events and component log tails to the report."""
     report: pytest.TestReport = yield
     if report.when == "call" and report.failed:
-        _attach_dumps(item, report)
+        try:
+            _attach_dumps(item, report)
+        except (Exception, pytest.fail.Exception) as error:
+            # This hook runs outside the test's own error handling: an exception here (a kubectl
+            # timeout, pytest-timeout's alarm) would end the xdist worker with an INTERNALERROR
+            # and hide the test's real failure.
+            report.sections.append(("diagnostics", f"could not collect the diagnostics: {error!r}"))
     return report
 
 

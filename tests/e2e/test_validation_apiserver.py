@@ -185,6 +185,7 @@ CHANGES = {
     "task": {"seed": 7},
     "inputs": {"prompts": ["another"]},
     "strategy": {"batchSize": 2},
+    "runtime": {"attentionBackend": "native"},
     "workers": {"nodes": 3},
     "rendezvous": {"port": 29600},
     "output": {"uri": "s3://out/elsewhere/"},

@@ -11,6 +11,7 @@ from run_harness import upload_dir
 
 from kubeinfer_api.spec import ModelSource
 from kubeinfer_api.validation import SpecError, parse_spec
+from kubeinfer_runtime.modelio.cache import MARKER
 from kubeinfer_runtime.modelstore import ModelError, check_model, fetch_model, parse_hf
 from kubeinfer_runtime.storage import StorageError
 
@@ -63,19 +64,21 @@ def test_hf_uri_parsing_and_offline_error(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.mark.s3
-def test_s3_model_is_downloaded_once_verified_and_refreshed(s3_server: Any, s3_bucket: str, flux_dir: Path,
-                                                            tmp_path: Path) -> None:
+def test_s3_model_is_downloaded_once_and_a_changed_model_is_a_new_version(
+        s3_server: Any, s3_bucket: str, flux_dir: Path, tmp_path: Path) -> None:
     s3 = s3_server.client()
     upload_dir(s3, s3_bucket, "models/flux", flux_dir)
     source = ModelSource(uri=f"s3://{s3_bucket}/models/flux")
     local = fetch_model(source, cache=tmp_path / "cache")
     assert same_tree(flux_dir, local)
-    marker = (local / ".complete").stat().st_mtime_ns
+    marker = (local / MARKER).stat().st_mtime_ns
     assert fetch_model(source, cache=tmp_path / "cache") == local
-    assert (local / ".complete").stat().st_mtime_ns == marker, "an unchanged model must not be downloaded again"
+    assert (local / MARKER).stat().st_mtime_ns == marker, "an unchanged model must not be downloaded again"
     s3.put_object(Bucket=s3_bucket, Key="models/flux/model_index.json", Body=b'{"_class_name": "FluxPipeline"}')
-    fetch_model(source, cache=tmp_path / "cache")
-    assert (local / "model_index.json").read_bytes() == b'{"_class_name": "FluxPipeline"}'
+    newer = fetch_model(source, cache=tmp_path / "cache")
+    assert newer != local and newer.parent == local.parent
+    assert (newer / "model_index.json").read_bytes() == b'{"_class_name": "FluxPipeline"}'
+    assert same_tree(flux_dir, local), "a published version is never modified"
 
 
 @pytest.mark.s3

@@ -56,6 +56,11 @@ def test_minimal_spec_gets_defaults() -> None:
     ({"strategy__type": "deviceMap", "workers__processesPerNode": 2}, "spec.workers.processesPerNode"),
     ({"successPolicy__minSucceededRatio": 1.5}, "spec.successPolicy.minSucceededRatio"),
     ({"failurePolicy__rules": [{"action": "FailJob"}]}, "spec.failurePolicy.rules[0]"),
+    ({"model__cache": {}}, "spec.model.cache: set exactly one of claimName"),
+    ({"task__type": "text-generation", "output__format": "jsonl", "runtime__attentionBackend": "native"},
+     "spec.runtime: compile and attentionBackend apply to diffusers pipelines"),
+    ({"runtime__attentionBackend": "native", "strategy__type": "context", "workers__nodes": 2,
+      "strategy__context": {"ringDegree": 2, "attentionBackend": "flash"}}, "spec.runtime.attentionBackend"),
 ])
 def test_bad_specs_name_the_field(overrides: dict[str, Any], expected: str) -> None:
     with pytest.raises(SpecError) as err:

@@ -171,7 +171,7 @@ def test_absent_passthrough_fields_are_not_set() -> None:
 def test_user_volumes_and_mounts_are_added_after_ours() -> None:
     job = (JobBuilder().set("workers.volumes", [{"name": "models", "persistentVolumeClaim": {"claimName": "m"}}])
            .set("workers.volumeMounts", [{"name": "models", "mountPath": "/models"}]))
-    assert [v["name"] for v in pod_spec(job)["volumes"]] == ["job-config", "dshm", "models"]
+    assert [v["name"] for v in pod_spec(job)["volumes"]] == ["job-config", "dshm", "model-files", "models"]
     assert container(job)["volumeMounts"][-1] == {"name": "models", "mountPath": "/models"}
 
 

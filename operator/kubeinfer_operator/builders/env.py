@@ -17,6 +17,7 @@ from kubeinfer_api.naming import (
 from kubeinfer_api.plan import processes_per_node, world_size
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_operator.builders.common import JobRef, Obj
+from kubeinfer_operator.builders.modelio import cache_env
 
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 #: Keys read from `output.credentialsSecret` (unprefixed) and `model.credentialsSecret`
@@ -104,5 +105,6 @@ def merge_env(injected: list[Obj], user: list[Obj]) -> list[Obj]:
 
 
 def worker_env(job: JobRef, spec: DistributedInferenceSpec) -> list[Obj]:
-    injected = rendezvous_env(job, spec) + kubeinfer_env(job, spec) + nccl_env(spec) + storage_env(spec)
+    injected = (rendezvous_env(job, spec) + kubeinfer_env(job, spec) + nccl_env(spec) + storage_env(spec)
+                + cache_env(spec))
     return merge_env(injected, spec.workers.env)

@@ -17,6 +17,7 @@ from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_operator.builders import placement
 from kubeinfer_operator.builders.common import COMPONENT_WORKER, JobRef, Obj, metadata
 from kubeinfer_operator.builders.env import worker_env
+from kubeinfer_operator.builders.modelio import cache_mounts, cache_volumes, peer_port
 from kubeinfer_operator.kueue import Assignment
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -58,11 +59,12 @@ def container(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
         "image": w.image or image,
         "command": ["kubeinfer-worker"],
         "env": worker_env(job, spec),
-        "ports": [{"name": "rendezvous", "containerPort": spec.rendezvous.port, "protocol": "TCP"}],
+        "ports": [{"name": "rendezvous", "containerPort": spec.rendezvous.port, "protocol": "TCP"}, peer_port()],
         "resources": resources(spec),
         "volumeMounts": [
             {"name": "job-config", "mountPath": JOB_MOUNT_DIR, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *cache_mounts(spec),
             *w.volume_mounts,
         ],
         "securityContext": RESTRICTED_CONTAINER,
@@ -88,6 +90,7 @@ def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
             {"name": "job-config", "configMap": {"name": job_configmap(job.name)}},
             # Memory-backed: the 64 MiB default /dev/shm breaks NCCL and dataloaders.
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(w.shm_size)}},
+            *cache_volumes(spec),
             *w.volumes,
         ],
     }

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
 from kubeinfer_runtime.strategies.common import contiguous_shard, make_batches, timed_results
 from kubeinfer_runtime.strategies.cpu_support import enable_cpu_flash_lse, nonzero_device_count
 from kubeinfer_runtime.strategies.data import Compute, image_compute
-from kubeinfer_runtime.strategies.diffusion import load_pipeline
+from kubeinfer_runtime.strategies.diffusion import apply_runtime, load_pipeline, warm_up
 
 
 def attention_backend(requested: str, device: str, ring_degree: int) -> str:
@@ -26,6 +27,13 @@ def attention_backend(requested: str, device: str, ring_degree: int) -> str:
     if ring_degree > 1:
         return "_native_flash" if device == "cpu" else "_native_cudnn"
     return "native"
+
+
+def context_backend(spec: DistributedInferenceSpec) -> str:
+    """strategy.context.attentionBackend unless auto, then spec.runtime.attentionBackend, then auto (the CRD
+    rejects two different explicit values)."""
+    own = spec.strategy.context.attention_backend if spec.strategy.context else "auto"
+    return own if own != "auto" else spec.runtime.attention_backend or "auto"
 
 
 def check_heads(transformer: Any, ulysses_degree: int) -> None:
@@ -39,6 +47,7 @@ def check_heads(transformer: Any, ulysses_degree: int) -> None:
 class ContextParallel(Strategy):
     name = "context"
     compute: Compute
+    pipe: Any = None
 
     def load(self) -> None:
         from diffusers import ContextParallelConfig
@@ -63,7 +72,7 @@ class ContextParallel(Strategy):
             raise ValueError(f"spec.model: {type(pipe).__name__} has no diffusers transformer to run context "
                              "parallel; use strategy data or deviceMap")
         check_heads(transformer, ulysses)
-        backend = attention_backend(options.attention_backend, dist.device, ring)
+        backend = attention_backend(context_backend(spec), dist.device, ring)
         device_type = "cpu" if dist.device == "cpu" else "cuda"
         if device_type == "cpu" and backend == "_native_flash":
             enable_cpu_flash_lse()
@@ -72,11 +81,13 @@ class ContextParallel(Strategy):
         with nonzero_device_count(device_type == "cpu"):
             transformer.enable_parallelism(config=ContextParallelConfig(ring_degree=ring, ulysses_degree=ulysses,
                                                                         mesh=mesh))
+        self.pipe = apply_runtime(pipe, spec.runtime, attention=False)  # the backend is set above
         self.compute = image_compute(pipe, spec.task.parameters, self.output_type)
 
     def run(self, items: Sequence[Item]) -> Iterator[Result]:
         """This group's contiguous share of the global batches; only the leader yields."""
         spec = self.ctx.job.spec
+        warm_up(self.pipe, spec, items)  # every rank, the same batch: the group's collectives match
         batches = make_batches(items, spec.strategy.batch_size, spec.task.parameters)
         for batch in contiguous_shard(batches, self.group, self.groups):
             results = list(timed_results(batch, lambda batch=batch: self.compute(batch)))  # type: ignore[misc]

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
 from kubeinfer_runtime.strategies.common import item_parameters, make_batches, shard_for_process, timed_results
-from kubeinfer_runtime.strategies.diffusion import check_call_parameters, generate_images
+from kubeinfer_runtime.strategies.diffusion import check_call_parameters, generate_images, warm_up
 from kubeinfer_runtime.strategies.textgen import generate_text, generation_kwargs
 
 Compute = Callable[[list[Item]], list[Any]]
@@ -53,15 +53,17 @@ def run_batches(items: Sequence[Item], batch_size: int, task_parameters: dict[st
 class DataParallel(Strategy):
     name = "data"
     compute: Compute
+    pipe: Any = None
 
     def load(self) -> None:
-        from kubeinfer_runtime.strategies.diffusion import load_pipeline
+        from kubeinfer_runtime.strategies.diffusion import apply_runtime, load_pipeline
         from kubeinfer_runtime.strategies.textgen import load_lm
 
         spec, device = self.ctx.job.spec, self.ctx.dist.device
         if spec.task.type == "text-to-image":
-            pipe = load_pipeline(self.ctx.model_dir, spec.model).to(device)
+            pipe = apply_runtime(load_pipeline(self.ctx.model_dir, spec.model).to(device), spec.runtime)
             pipe.set_progress_bar_config(disable=True)
+            self.pipe = pipe
             self.compute = image_compute(pipe, spec.task.parameters, self.output_type)
         else:
             model, tokenizer = load_lm(self.ctx.model_dir, spec.model)
@@ -69,5 +71,7 @@ class DataParallel(Strategy):
 
     def run(self, items: Sequence[Item]) -> Iterator[Result]:
         spec = self.ctx.job.spec
+        if spec.task.type == "text-to-image":
+            warm_up(self.pipe, spec, items)
         batch_size = spec.strategy.batch_size if spec.task.type == "text-to-image" else 1
         yield from run_batches(items, batch_size, spec.task.parameters, self.compute)

@@ -19,7 +19,13 @@ from kubeinfer_runtime.strategies import staged
 from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
 from kubeinfer_runtime.strategies.common import item_parameters, make_batches, shard_for_process, timed_results
 from kubeinfer_runtime.strategies.data import Compute, image_compute, run_batches, text_compute
-from kubeinfer_runtime.strategies.diffusion import check_call_parameters, load_pipeline, pipeline_class
+from kubeinfer_runtime.strategies.diffusion import (
+    apply_runtime,
+    check_call_parameters,
+    load_pipeline,
+    pipeline_class,
+    warm_up,
+)
 
 #: Batches per stage cycle: bounds the embeddings/latents held in memory and the work a crash loses.
 WAVE_BATCHES = 16
@@ -59,6 +65,7 @@ def plan_device_map(model_dir: Path, subfolder: str, placement: str, max_memory:
 class DeviceMap(Strategy):
     name = "deviceMap"
     compute: Compute | None = None
+    pipe: Any = None
 
     def load(self) -> None:
         """Validate everything and, when not staging, load once; staged models load per wave in `run`."""
@@ -87,12 +94,15 @@ class DeviceMap(Strategy):
             if not gpus:
                 pipe.to(device)
             pipe.set_progress_bar_config(disable=True)
+            self.pipe = apply_runtime(pipe, spec.runtime)
             self.compute = image_compute(pipe, spec.task.parameters, self.output_type)
 
     def run(self, items: Sequence[Item]) -> Iterator[Result]:
         spec = self.ctx.job.spec
         batch_size = spec.strategy.batch_size if spec.task.type == "text-to-image" else 1
         if self.compute is not None:
+            if self.pipe is not None:
+                warm_up(self.pipe, spec, items)
             yield from run_batches(items, batch_size, spec.task.parameters, self.compute)
             return
         mine = shard_for_process(make_batches(items, batch_size, spec.task.parameters))
@@ -110,6 +120,7 @@ class DeviceMap(Strategy):
             check_call_parameters(self.pipeline_cls, p)
         with torch.inference_mode():
             embeds = staged.encode(model_dir, spec.model, wave, params, device, self.pipeline_kwargs)
-            latents = staged.denoise(model_dir, spec.model, wave, params, embeds, self.model_kwargs, device)
-            images = staged.decode(model_dir, spec.model, latents, params, device, self.output_type)
+            latents = staged.denoise(model_dir, spec.model, wave, params, embeds, self.model_kwargs, device,
+                                     spec.runtime)
+            images = staged.decode(model_dir, spec.model, latents, params, device, self.output_type, spec.runtime)
         return [image for batch in images for image in batch]

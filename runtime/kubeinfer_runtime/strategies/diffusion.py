@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kubeinfer_api.spec import ModelSource
+from kubeinfer_api.spec import DistributedInferenceSpec, ModelSource, RuntimeOptions
 from kubeinfer_runtime.strategies.base import Item
-from kubeinfer_runtime.strategies.common import torch_dtype
+from kubeinfer_runtime.strategies.common import item_parameters, make_batches, torch_dtype
 
 #: Call arguments kubeinfer sets itself; a user value would break seeding or the one-image-per-item rule.
 RESERVED = ("prompt", "generator", "output_type", "num_images_per_prompt", "return_dict", "latents")
@@ -76,3 +77,59 @@ def generate_images(pipe: Any, batch: list[Item], params: dict[str, Any], **extr
         out = pipe(prompt=[item.prompt for item in batch], generator=generators(batch), output_type=output_type,
                    num_images_per_prompt=1, **params, **extra)
     return list(out.images)
+
+
+def denoiser(pipe: Any) -> Any:
+    """The pipeline's denoising model (Flux and SD3 call it transformer, SD and SDXL unet)."""
+    for name in ("transformer", "unet", "prior"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            return module
+    return None
+
+
+def apply_runtime(pipe: Any, options: RuntimeOptions, attention: bool = True) -> Any:
+    """spec.runtime on a loaded pipeline, the one hook of every diffusers strategy: the attention backend of the
+    denoiser (unless the strategy sets it itself: context), then `Module.compile` in place (the pipeline's
+    components keep their types, so `.to()`, offloading and parallelism still work). Compilation happens on the
+    first call; `warm_up` makes that call."""
+    model = denoiser(pipe)
+    if attention and options.attention_backend and model is not None:
+        set_attention_backend(model, options.attention_backend)
+    for target in compile_targets(pipe, options):
+        target.compile(mode=options.compile.mode if options.compile else None,
+                       fullgraph=bool(options.compile and options.compile.fullgraph))
+    return pipe
+
+
+def set_attention_backend(model: Any, backend: str) -> None:
+    try:
+        model.set_attention_backend(backend)
+    except (RuntimeError, ValueError, ImportError) as err:
+        raise ValueError(f"spec.runtime.attentionBackend: {backend} cannot run here: {err}") from None
+
+
+def compile_targets(pipe: Any, options: RuntimeOptions) -> list[Any]:
+    """The modules spec.runtime.compile names (the decoder is the VAE's `decoder`, which `vae.decode` calls)."""
+    if options.compile is None:
+        return []
+    found = {"denoiser": denoiser(pipe), "decoder": getattr(getattr(pipe, "vae", None), "decoder", None)}
+    missing = [name for name in options.compile.modules if found[name] is None]
+    if missing:
+        raise ValueError(f"spec.runtime.compile.modules: {type(pipe).__name__} has no {missing[0]} to compile")
+    return [found[name] for name in dict.fromkeys(options.compile.modules)]
+
+
+def warm_up(pipe: Any, spec: DistributedInferenceSpec, items: Sequence[Item]) -> None:
+    """With compile: one call shaped like the job's first batch (its prompts, one step), so compilation is timed
+    as warm-up, not as the first item; the output is discarded. Every rank calls it with the same items (context
+    groups run it together). Without compile: nothing."""
+    options = spec.runtime
+    if options.compile is None or not items:
+        return
+    from kubeinfer_runtime import startup
+
+    batch = make_batches(items, spec.strategy.batch_size, spec.task.parameters)[0]
+    params = {**item_parameters(spec.task.parameters, batch[0]), "num_inference_steps": 1}
+    with startup.warming_up():
+        generate_images(pipe, batch, params, output_type="pil" if "decoder" in options.compile.modules else "latent")

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from kubeinfer_api.spec import ModelSource
+from kubeinfer_api.spec import ModelSource, RuntimeOptions
 from kubeinfer_runtime.strategies.base import Item
 from kubeinfer_runtime.strategies.common import torch_dtype
-from kubeinfer_runtime.strategies.diffusion import generators, load_pipeline
+from kubeinfer_runtime.strategies.diffusion import apply_runtime, generators, load_pipeline
 
 #: Pipelines whose `encode_prompt` returns (prompt_embeds, pooled_prompt_embeds, text_ids).
 STAGED_PIPELINES = ("FluxPipeline",)
@@ -62,7 +62,7 @@ def encode(model_dir: Path, source: ModelSource, waves: list[list[Item]], params
 
 def denoise(model_dir: Path, source: ModelSource, waves: list[list[Item]], params: list[dict[str, Any]],
             embeds: list[tuple[torch.Tensor, torch.Tensor]], transformer_kwargs: dict[str, Any],
-            device: str) -> list[torch.Tensor]:
+            device: str, runtime: RuntimeOptions | None = None) -> list[torch.Tensor]:
     """Stage 2: packed latents, with only the transformer loaded (spread by `device_map`)."""
     from diffusers import AutoModel
 
@@ -74,6 +74,8 @@ def denoise(model_dir: Path, source: ModelSource, waves: list[list[Item]], param
                          **dict.fromkeys(TEXT_COMPONENTS))
     pipe.set_progress_bar_config(disable=True)
     pipe.vae_scale_factor = vae_scale_factor(model_dir)
+    if runtime is not None:
+        apply_runtime(pipe, runtime.model_copy(update={"compile": _without_decoder(runtime)}))
     out = []
     for batch, p, (prompt_embeds, pooled) in zip(waves, params, embeds, strict=True):
         call = {k: v for k, v in p.items() if k != "max_sequence_length"}
@@ -84,13 +86,22 @@ def denoise(model_dir: Path, source: ModelSource, waves: list[list[Item]], param
     return out
 
 
+def _without_decoder(runtime: RuntimeOptions) -> Any:
+    """spec.runtime.compile for the denoise stage (it has no VAE); None when it compiles only the decoder."""
+    if runtime.compile is None or "denoiser" not in runtime.compile.modules:
+        return None
+    return runtime.compile.model_copy(update={"modules": ["denoiser"]})
+
+
 def decode(model_dir: Path, source: ModelSource, latents: list[torch.Tensor], params: list[dict[str, Any]],
-           device: str, output_type: str) -> list[list[Any]]:
+           device: str, output_type: str, runtime: RuntimeOptions | None = None) -> list[list[Any]]:
     """Stage 3: images, with only the VAE loaded."""
     from diffusers import AutoencoderKL, FluxPipeline
     from diffusers.image_processor import VaeImageProcessor
 
     vae = AutoencoderKL.from_pretrained(str(model_dir), subfolder="vae", dtype=torch_dtype(source.dtype)).to(device)
+    if runtime is not None and runtime.compile is not None and "decoder" in runtime.compile.modules:
+        vae.decoder.compile(mode=runtime.compile.mode, fullgraph=runtime.compile.fullgraph)
     factor = vae_scale_factor(model_dir)
     processor = VaeImageProcessor(vae_scale_factor=factor * 2)
     out = []
