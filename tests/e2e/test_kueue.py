@@ -109,9 +109,9 @@ def test_quota_for_one_job_admits_them_one_after_the_other(queue: str, kueue: Cl
     alpha = kueue.wait_condition("alpha", queue, "Complete", TIMEOUT)
     assert wl_condition(workload(kueue, queue, "alpha"), "Finished"), "quota not released"
     beta = kueue.wait_condition("beta", queue, "Complete", TIMEOUT)
-    for manifest, status in ((first, alpha), (second, beta)):
+    for manifest, done in ((first, alpha), (second, beta)):
         assert len(job_outputs(kueue, queue, manifest["metadata"]["name"]).items) == item_count(manifest)
-        assert status["status"].get("restarts", 0) == 0
+        assert status(done).get("restarts", 0) == 0
 
 
 def test_higher_priority_preempts_and_the_preempted_job_resumes_from_its_ledger(
