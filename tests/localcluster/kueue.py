@@ -18,6 +18,7 @@ import base64
 import json
 import shutil
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
@@ -90,6 +91,7 @@ class KueueManager:
                         "--zap-log-level=info"], self.logs, env=self.plane.env())
         wait_until(self._ready, "kueue /readyz", 120, self.log_file)
         self._register_webhooks(ca_bundle)
+        self._announce_crds()
         return self
 
     def stop(self) -> None:
@@ -140,6 +142,14 @@ class KueueManager:
     def _ready(self) -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.health}/readyz", timeout=5) as response:
             return bool(response.status == 200)
+
+    def _announce_crds(self) -> None:
+        """A running operator (kopf) re-reads API discovery on each CRD event, and discovery lags the
+        CRDs' creation: the last event may come before `workloads` is served, leaving the operator blind
+        to Workloads. Once discovery serves them, one more CRD event (an annotation) makes it look again."""
+        wait_until(lambda: "workloads" in self.kubectl("api-resources", f"--api-group={GROUP}", "-o", "name"),
+                   "discovery serving kueue.x-k8s.io workloads", 60, self.log_file)
+        self.kubectl("annotate", "--overwrite", f"crd/workloads.{GROUP}", f"kubeinfer.io/announced={time.time_ns()}")
 
     def _register_webhooks(self, ca_bundle: str) -> None:
         """Kueue's webhooks for its own kinds, with `url:` client configs on loopback."""
