@@ -8,7 +8,7 @@ export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
 .PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale \
-	bench-model-load
+	bench-admission bench-model-load
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,7 +24,7 @@ venv: $(VENV)/.stamp  ## create .venv (cached wheels, hard-linked)
 demo: venv  ## build a tiny model and run a 2-process data-parallel job locally
 	$(VENV)/bin/kubeinfer demo
 
-tools:  ## build the pinned control plane, etcd, helm and MinIO (cached)
+tools:  ## build the pinned control plane, etcd, helm, MinIO and Kueue (cached)
 	bash hack/build-tools.sh
 
 test: venv tools  ## the whole suite: lint beside unit, runtime and e2e on xdist workers sharing one cluster
@@ -69,6 +69,10 @@ clean:
 bench-scale: venv  ## 1,000 jobs: kubeinfer-operator vs the JobSet controller on a local control plane
 	bash hack/build-tools.sh kubernetes etcd jobset
 	$(PY) bench/operator_scale.py $(SCALE_ARGS)
+
+bench-admission: venv  ## quota freed -> all pods bound under Kueue: kubeinfer vs JobSet, as a ratio
+	bash hack/build-tools.sh kubernetes etcd jobset kueue
+	$(PY) bench/admission_latency.py $(ADMISSION_ARGS)
 
 bench-model-load: venv  ## model fetch + load vs the best plain S3 client and vs cat (MinIO here, ~2 GB)
 	bash hack/build-tools.sh minio

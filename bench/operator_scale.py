@@ -110,12 +110,13 @@ def jobset_manifest(name: str, namespace: str) -> Obj:
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def start_operator(plane: ControlPlane, workdir: Path) -> tuple[Path, Path]:
+def start_operator(plane: ControlPlane, workdir: Path, extra_env: dict[str, str] | None = None) -> tuple[Path, Path]:
     """kubeinfer-operator as a local process on the admin kubeconfig, watching all namespaces."""
     port = free_port()
     script = Path(sys.executable).parent / "kubeinfer-operator"
     tuning = {k: v for k, v in os.environ.items() if k.startswith("KUBEINFER_")}  # e.g. RECONCILE_THREADS
-    env = {**plane.env(), **tuning, "KUBEINFER_WORKER_IMAGE": WORKER_IMAGE, "KUBEINFER_METRICS_PORT": "0"}
+    env = {**plane.env(), **tuning, "KUBEINFER_WORKER_IMAGE": WORKER_IMAGE, "KUBEINFER_METRICS_PORT": "0",
+           **(extra_env or {})}
     # The interpreter is argv[0], so stop_pidfile recognises the process as ours.
     spawn("kubeinfer-operator", [sys.executable, script, "--all-namespaces",
                                  f"--liveness=http://127.0.0.1:{port}/healthz"], plane.logs, env=env)

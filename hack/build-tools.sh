@@ -9,11 +9,11 @@
 #   hack/build-tools.sh --print-env  print KEY=PATH of every binary (builds nothing)
 #   hack/build-tools.sh --sync       rewrite the wrapper go.mod files from versions.env, then build
 #   hack/build-tools.sh etcd helm    build only the named components
-#   hack/build-tools.sh jobset       build the JobSet controller (only on request: bench/operator_scale.py)
+#   hack/build-tools.sh jobset       build the JobSet controller (only on request: the benchmarks)
 #
 # Components: kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl),
-# etcd, helm, minio; on request jobset (jobset-controller). Environment: KUBEINFER_CACHE (default
-# ~/.cache/kubeinfer).
+# etcd, helm, minio, kueue (the Kueue manager: its e2e tests need it; ~5 min cold on 2 cores);
+# on request jobset (jobset-controller). Environment: KUBEINFER_CACHE (default ~/.cache/kubeinfer).
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +24,7 @@ CACHE="${KUBEINFER_CACHE:-${HOME}/.cache/kubeinfer}"
 BIN_ROOT="${CACHE}/bin"
 export GOMODCACHE="${CACHE}/go/mod" GOCACHE="${CACHE}/go/build" CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
-COMPONENTS=(kubernetes etcd helm minio)
+COMPONENTS=(kubernetes etcd helm minio kueue)
 # Built only when named: the scale benchmark needs them, `make test` and CI do not.
 ON_REQUEST=(jobset)
 KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
@@ -47,6 +47,7 @@ version_of() {
     helm) echo "${HELM_VERSION}" ;;
     minio) echo "${MINIO_VERSION}" ;;
     jobset-controller) echo "${JOBSET_VERSION}" ;;
+    kueue) echo "${KUEUE_VERSION}" ;;
     *) die "unknown binary $1" ;;
   esac
 }
@@ -56,7 +57,7 @@ bin_path() { echo "${BIN_ROOT}/$1-$(version_of "$1")/$1"; }
 binaries_of() {
   case "$1" in
     kubernetes) echo "${KUBE_CMDS[@]}" ;;
-    etcd | helm | minio) echo "$1" ;;
+    etcd | helm | minio | kueue) echo "$1" ;;
     jobset) echo "jobset-controller" ;;
     *) die "unknown component '$1' (known: ${COMPONENTS[*]} ${ON_REQUEST[*]})" ;;
   esac
@@ -70,6 +71,7 @@ module_pins() {
     helm) echo "helm.sh/helm/v3@${HELM_VERSION}" ;;
     minio) echo "github.com/minio/minio@${MINIO_VERSION}" ;;
     jobset) echo "sigs.k8s.io/jobset@${JOBSET_VERSION}" ;;
+    kueue) echo "sigs.k8s.io/kueue@${KUEUE_VERSION}" ;;
   esac
 }
 
@@ -78,6 +80,7 @@ build_targets() {
     kubernetes) printf 'k8s.io/kubernetes/cmd/%s ' "${KUBE_CMDS[@]}" ;;
     helm) echo "helm.sh/helm/v3/cmd/helm" ;;
     jobset) echo "sigs.k8s.io/jobset" ;;
+    kueue) echo "sigs.k8s.io/kueue/cmd/kueue" ;;
     # The wrapper's own main package: go names the binary after the module's last element.
     etcd | minio) echo "." ;;
   esac
@@ -131,6 +134,7 @@ ldflags_of() {
       done
       ;;
     jobset) flags+=" -X sigs.k8s.io/jobset/pkg/version.GitVersion=${JOBSET_VERSION}" ;;
+    kueue) flags+=" -X sigs.k8s.io/kueue/pkg/version.GitVersion=${KUEUE_VERSION}" ;;
   esac
   echo "${flags}"
 }

@@ -123,6 +123,7 @@ def build_crd() -> dict[str, Any]:
         ("Nodes", "integer", ".spec.workers.nodes"),
         ("Restarts", "integer", ".status.restarts"),
         ("Age", "date", ".metadata.creationTimestamp"),
+        ("Message", "string", ".status.message"),
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -30,6 +30,16 @@ def workers(job: str) -> str:
     return f"{job}-workers"
 
 
+def pod_group(job: str, attempt: int) -> str:
+    """The attempt's scheduling.k8s.io PodGroup: a new attempt is placed as a whole again."""
+    return f"{job}-gang-{attempt}"
+
+
+def kueue_workload(job: str) -> str:
+    """The job's one Kueue Workload (kueue.x-k8s.io), for its whole life."""
+    return f"{job}-kueue"
+
+
 def worker_account(job: str) -> str:
     """ServiceAccount, Role and RoleBinding of the workers."""
     return f"{job}-worker"

@@ -211,6 +211,9 @@ class WorkersSpec(SpecModel):
     network_policy: bool = Field(True, description=(
         "A NetworkPolicy lets only this job's pods reach its workers (the metrics port stays open); "
         "false: none."))
+    termination_grace_period_seconds: int = Field(60, ge=1, le=3600, description=(
+        "How long a worker may drain on SIGTERM (preemption, eviction, suspend, delete): it stops taking "
+        "items and commits what it finished; also passed to the worker as KUBEINFER_GRACE_SECONDS."))
 
 
 class RendezvousSpec(SpecModel):
@@ -239,6 +242,28 @@ class OutputSpec(SpecModel):
         "Write contact-sheet.png with thumbnails of the first 256 images (text-to-image)."))
 
 
+FailureAction = Literal["FailJob", "RestartJob", "RestartJobAndIgnoreMaxRestarts"]
+
+
+class FailureRule(SpecModel):
+    """JobSet's failurePolicy.rules, for worker failures: the first rule that matches decides."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.onReasons) || has(self.onMessagePatterns)",
+            "failurePolicy.rules[]: set onReasons, onMessagePatterns or both"),
+    ]})
+    name: str | None = Field(None, max_length=128, description="Shown in the job's conditions when it matches.")
+    action: FailureAction = Field(description=(
+        "FailJob: fail now, no restart can fix this; RestartJob: restart the workers, counted against "
+        "maxRestarts; RestartJobAndIgnoreMaxRestarts: restart without counting (a disruption)."))
+    on_reasons: list[str] | None = Field(None, max_length=32, description=(
+        "Failure reasons this rule matches: a worker's own (the CamelCase word before ':' in its termination "
+        "message, e.g. ModelError, StorageError) or the operator's (WorkerFailed, PodDeleted, NodeNotReady, "
+        "Stalled, RendezvousTimeout, Preempted)."))
+    on_message_patterns: list[str] | None = Field(None, max_length=32, description=(
+        "Regular expressions (Python syntax) searched in the failure message; with onReasons both must match."))
+
+
 class FailurePolicy(SpecModel):
     """When a failure restarts the gang, and when the job fails."""
 
@@ -249,6 +274,21 @@ class FailurePolicy(SpecModel):
         "Fail the job (WorkersCannotStart) when a worker waits this long, counted from when it was scheduled, "
         "in a state no restart fixes (ErrImagePull, ImagePullBackOff, InvalidImageName, "
         "CreateContainerConfigError, CreateContainerError); 0 disables."))
+    rules: list[FailureRule] = Field(default_factory=list, max_length=16, description=(
+        "Checked in order before the built-in rules (permanent: model missing, access denied, invalid input "
+        "fail at once; disruptions restart without counting; anything else restarts, counted)."))
+
+
+class SchedulingSpec(SpecModel):
+    """Where and how the workers are placed: gang scheduling and one topology domain."""
+
+    gang: Literal["Auto", "Required", "Disabled"] = Field("Auto", description=(
+        "Auto: gang-schedule the workers (a scheduling.k8s.io/v1beta1 PodGroup: all bound or none) where the "
+        "cluster serves the API, otherwise schedule them one by one and say so; Required: fail the job "
+        "where the cluster cannot; Disabled: never create a PodGroup."))
+    topology_key: str | None = Field(None, max_length=317, pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9_.-]+$", description=(
+        "A node label (e.g. topology.kubernetes.io/zone): every worker lands on nodes with the same value "
+        "(PodGroup topology constraint, Kueue topology request or pod affinity, whichever the cluster has)."))
 
 
 class SuccessPolicy(SpecModel):
@@ -308,10 +348,12 @@ class DistributedInferenceSpec(SpecModel):
     output: OutputSpec
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
     success_policy: SuccessPolicy = Field(default_factory=SuccessPolicy)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     suspend: bool = Field(False, description="true removes the workers and keeps the job; false resumes it.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description=(
         "Delete the job this long after it is Complete or Failed (outputs stay); default: never."))
 
 
 #: Fields that may not change after creation (CEL `self == oldSelf` on each).
-IMMUTABLE_FIELDS = ("model", "task", "inputs", "strategy", "runtime", "workers", "rendezvous", "output")
+IMMUTABLE_FIELDS = ("model", "task", "inputs", "strategy", "runtime", "workers", "rendezvous", "output",
+                    "scheduling")

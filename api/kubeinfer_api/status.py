@@ -12,9 +12,10 @@ from pydantic import Field
 
 from kubeinfer_api.spec import SpecModel
 
-ConditionType = Literal["Created", "Running", "Restarting", "Complete", "Failed", "Suspended"]
+ConditionType = Literal["Created", "GangScheduling", "Queued", "Running", "Restarting", "Complete", "Failed",
+                        "Suspended"]
 CONDITION_TYPES: tuple[ConditionType, ...] = (
-    "Created", "Running", "Restarting", "Complete", "Failed", "Suspended")
+    "Created", "GangScheduling", "Queued", "Running", "Restarting", "Complete", "Failed", "Suspended")
 
 
 class Reason:
@@ -36,6 +37,14 @@ class Reason:
     TOO_MANY_FAILED_ITEMS = "TooManyFailedItems"
     SUSPENDED = "JobSuspended"
     RESUMED = "JobResumed"
+    UNSCHEDULABLE = "Unschedulable"
+    POD_GROUP_CREATED = "PodGroupCreated"
+    GANG_UNAVAILABLE = "GangSchedulingUnavailable"
+    GANG_REQUIRED = "GangSchedulingRequired"
+    PERMANENT_FAILURE = "PermanentFailure"
+    PREEMPTED = "Preempted"
+    WAITING_FOR_ADMISSION = "WaitingForAdmission"
+    ADMITTED = "Admitted"
 
 
 class Condition(SpecModel):
@@ -111,6 +120,8 @@ class FirstFailure(SpecModel):
 class DistributedInferenceStatus(SpecModel):
     observed_generation: int | None = None
     state: str | None = Field(None, description="One-word summary of the conditions, for kubectl get.")
+    message: str | None = Field(None, max_length=1024, description=(
+        "Why the job is in its state (the message of the condition that decided it), for kubectl get."))
     conditions: list[Condition] = Field(default_factory=list)
     plan: Plan | None = None
     progress: ProgressStatus | None = None

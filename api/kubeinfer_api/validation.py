@@ -52,7 +52,7 @@ def parse_spec(raw: dict[str, Any]) -> DistributedInferenceSpec:
         spec = DistributedInferenceSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError([f"{_field(e['loc'])}: {_message(e)}" for e in err.errors()]) from None
-    problems = cross_field_problems(spec)
+    problems = cross_field_problems(spec) + failure_rule_problems(spec)
     if problems:
         raise SpecError(problems)
     return spec
@@ -115,6 +115,24 @@ def cross_field_problems(spec: DistributedInferenceSpec) -> list[str]:
     if strategy.type == "deviceMap" and processes_per_node(spec) != 1:
         problems.append("spec.workers.processesPerNode: strategy deviceMap runs one process per pod: "
                         "remove it or set it to 1")
+    return problems
+
+
+def failure_rule_problems(spec: DistributedInferenceSpec) -> list[str]:
+    """failurePolicy.rules: the CRD's rule that each matches on something, and patterns that compile
+    (Python regular expressions, which the apiserver cannot check)."""
+    import re
+
+    problems = []
+    for i, rule in enumerate(spec.failure_policy.rules):
+        where = f"spec.failurePolicy.rules[{i}]"
+        if rule.on_reasons is None and rule.on_message_patterns is None:
+            problems.append(f"{where}: set onReasons, onMessagePatterns or both")
+        for j, pattern in enumerate(rule.on_message_patterns or []):
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                problems.append(f"{where}.onMessagePatterns[{j}]: not a regular expression ({err}): {pattern!r}")
     return problems
 
 

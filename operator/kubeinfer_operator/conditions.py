@@ -15,6 +15,8 @@ from kubeinfer_api.status import CONDITION_TYPES, Condition, ConditionType, Dist
 EventType = Literal["Normal", "Warning"]
 #: Conditions whose True-transition is bad news (Warning events).
 WARNING_TYPES = frozenset({"Failed", "Restarting"})
+#: Conditions whose appearing False is news too (an event says it once).
+NEWS_WHEN_FALSE = frozenset({"GangScheduling"})
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class Event:
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_now() -> str:
+    return iso(datetime.now(UTC))
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -68,17 +74,36 @@ def clear(status: DistributedInferenceStatus, kind: ConditionType, reason: str, 
         set_condition(status, kind, False, reason, message, now, generation)
 
 
+STATE_ORDER: tuple[ConditionType, ...] = ("Failed", "Complete", "Suspended", "Queued", "Restarting", "Running")
+#: The one-line message for `kubectl get` is cut here (the condition keeps the whole of it).
+SUMMARY_LIMIT = 300
+
+
 def derive_state(status: DistributedInferenceStatus) -> str:
-    """Terminal states win, then Suspended, Restarting, Running; Pending until workers run."""
-    order: tuple[ConditionType, ...] = ("Failed", "Complete", "Suspended", "Restarting", "Running")
-    for kind in order:
+    """Terminal states win, then Suspended, Queued, Restarting, Running; then Unschedulable (the scheduler
+    cannot place the workers) or Pending."""
+    for kind in STATE_ORDER:
         if is_true(status, kind):
             return kind
-    return "Pending"
+    running = get(status, "Running")
+    return "Unschedulable" if running is not None and running.reason == Reason.UNSCHEDULABLE else "Pending"
+
+
+def summarize(status: DistributedInferenceStatus) -> None:
+    """Set `state` and `message` (the message of the condition that decided the state)."""
+    status.state = derive_state(status)
+    kind: ConditionType = next((k for k in STATE_ORDER if k == status.state), "Running")
+    cond = get(status, kind)
+    text = " ".join((cond.message if cond is not None else "").split())
+    status.message = (text[:SUMMARY_LIMIT - 3] + "...") if len(text) > SUMMARY_LIMIT else (text or None)
 
 
 def finished(status: DistributedInferenceStatus) -> bool:
     return is_true(status, "Complete") or is_true(status, "Failed")
+
+
+def _resumed(cond: Condition, before: Condition | None) -> bool:
+    return cond.reason == Reason.RESUMED and before is not None and before.status == "True"
 
 
 def transitions(old: DistributedInferenceStatus, new: DistributedInferenceStatus) -> list[Event]:
@@ -90,6 +115,7 @@ def transitions(old: DistributedInferenceStatus, new: DistributedInferenceStatus
             if before is None or before.status != "True" or before.reason != cond.reason:
                 kind: EventType = "Warning" if cond.type in WARNING_TYPES else "Normal"
                 events.append(Event(kind, cond.reason, cond.message or cond.type))
-        elif cond.reason == Reason.RESUMED and before is not None and before.status == "True":
+        elif _resumed(cond, before) or (cond.type in NEWS_WHEN_FALSE and (before is None
+                                                                          or before.reason != cond.reason)):
             events.append(Event("Normal", cond.reason, cond.message))
     return events

@@ -13,21 +13,31 @@ from kubeinfer_api.plan import build_plan
 from kubeinfer_api.progress import Progress
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_api.status import DistributedInferenceStatus, OutputStatus, ProgressStatus, Reason
-from kubeinfer_operator import conditions, failure_policy, success_policy, suspend, ttl
+from kubeinfer_operator import conditions, failure_policy, gang, kueue, success_policy, suspend, ttl
 from kubeinfer_operator.conditions import Event
+from kubeinfer_operator.kueue import KueueView, Sync
 from kubeinfer_operator.observe import Observation
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the cluster offers, from API discovery (the one input of a decision that is not the job's)."""
+
+    gang: bool = False  # serves scheduling.k8s.io/v1beta1 PodGroups
 
 
 @dataclass
 class Decision:
     status: DistributedInferenceStatus
     workers: bool = False
+    gang: bool = False  # the attempt's workers join its PodGroup
     delete_pods: tuple[str, ...] = ()
     force_delete_pods: tuple[str, ...] = ()
     delete_job: bool = False
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     restart_reason: str | None = None
+    kueue: Sync = field(default_factory=Sync)  # what the job's Kueue Workload must be told
 
 
 def merge_progress(old: ProgressStatus | None, report: Progress | None, now: datetime) -> ProgressStatus | None:
@@ -66,6 +76,7 @@ def _report_workers(status: DistributedInferenceStatus, spec: DistributedInferen
                     now: datetime, generation: int | None) -> None:
     """No failure: say whether the gang runs, and end a restart once old pods are gone."""
     nodes = spec.workers.nodes
+    attempt = status.attempt
     if not obs.stale and conditions.is_true(status, "Restarting"):
         conditions.set_condition(status, "Restarting", False, Reason.WORKERS_PENDING,
                                  f"attempt {status.attempt} started", now, generation)
@@ -75,7 +86,12 @@ def _report_workers(status: DistributedInferenceStatus, spec: DistributedInferen
         return
     if conditions.is_true(status, "Restarting"):
         return
-    message = f"{obs.running} of {nodes} workers running (attempt {status.attempt})"
+    if obs.unschedulable:
+        conditions.set_condition(status, "Running", False, Reason.UNSCHEDULABLE, (
+            f"{obs.bound} of {nodes} workers placed (attempt {attempt}); the scheduler: {obs.unschedulable[0]}"),
+            now, generation)
+        return
+    message = f"{obs.running} of {nodes} workers running (attempt {attempt})"
     if obs.waiting:
         message += "; " + "; ".join(obs.waiting)
     conditions.set_condition(status, "Running", False, Reason.WORKERS_PENDING, message, now, generation)
@@ -86,16 +102,18 @@ def _finish(decision: Decision, raw_ttl: int | None, now: datetime) -> Decision:
     if left is not None:
         decision.delete_job = left <= 0
         decision.requeue_after = max(left, 0.0)
-    decision.status.state = conditions.derive_state(decision.status)
+    conditions.summarize(decision.status)
     return decision
 
 
 def decide(spec: DistributedInferenceSpec, old: DistributedInferenceStatus, obs: Observation, now: datetime,
-           generation: int | None) -> Decision:
+           generation: int | None, cluster: Cluster = Cluster(), queue: KueueView | None = None) -> Decision:
+    """`queue`: the job's Kueue Workload when the job names a LocalQueue (None: Kueue is not involved)."""
     status = old.model_copy(deep=True)
     decision = Decision(status=status)
     if conditions.finished(old):
-        return _with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old)
+        return _queue_sync(_with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old), spec, obs,
+                           queue)
     _observed(status, spec, obs, now, generation)
     outcome = success_policy.judge(spec, obs.progress)
     if outcome is not None:
@@ -103,19 +121,30 @@ def decide(spec: DistributedInferenceSpec, old: DistributedInferenceStatus, obs:
         success_policy.apply(status, outcome, now, generation)
     elif spec.suspend:
         suspend.apply_suspend(status, now, generation)
-    else:
-        _run(decision, spec, obs, now, generation)
+    elif queue is None or not kueue.hold(status, queue, now, generation):
+        _run(decision, spec, obs, now, generation, cluster)
     if not decision.workers:
         # Teardown deletes the StatefulSet; pods on a dead node would hang in Terminating without this.
         decision.force_delete_pods = obs.lost
-    return _with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old)
+    return _queue_sync(_with_events(_finish(decision, spec.ttl_seconds_after_finished, now), old), spec, obs, queue)
+
+
+def _queue_sync(decision: Decision, spec: DistributedInferenceSpec, obs: Observation,
+                queue: KueueView | None) -> Decision:
+    if queue is not None:
+        decision.kueue = kueue.sync(queue, decision.status, spec.suspend, obs, spec.workers.nodes)
+    return decision
 
 
 def _run(decision: Decision, spec: DistributedInferenceSpec, obs: Observation, now: datetime,
-         generation: int | None) -> None:
+         generation: int | None, cluster: Cluster) -> None:
     status = decision.status
     suspend.apply_resume(status, now, generation)
     status.progress = merge_progress(status.progress, obs.progress, now)
+    if gang.refuse(status, spec, cluster.gang, now, generation):
+        return
+    gang.report(status, spec, cluster.gang, now, generation)
+    decision.gang = gang.active(spec, cluster.gang)
     verdict = failure_policy.judge(spec, status, obs, now)
     if verdict is not None:
         failure_policy.apply(status, verdict, now, generation)

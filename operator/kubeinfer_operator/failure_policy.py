@@ -2,7 +2,8 @@
 
 A restart is attempt+1 in status (written first), then the StatefulSet template annotation follows
 and every pod of an older attempt is deleted. After `maxRestarts` restarts the job is Failed with
-reason MaxRestartsExceeded, so a job never loops or sits in Restarting forever.
+reason MaxRestartsExceeded, so a job never loops or sits in Restarting forever. Which failures
+restart, which fail at once and which cost no restart is `failure_rules`' call.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from datetime import datetime, timedelta
 
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_api.status import DistributedInferenceStatus, Reason
-from kubeinfer_operator import conditions
+from kubeinfer_operator import conditions, failure_rules
 from kubeinfer_operator.observe import Failure, Observation
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """`restart` False means the job has used up its restarts and fails."""
+    """`restart` False means the job fails; `charge` False restarts without counting against maxRestarts."""
 
     restart: bool
     reason: str
     message: str
     failure: Failure
+    charge: bool = True
 
 
 def stall_deadline(spec: DistributedInferenceSpec, status: DistributedInferenceStatus) -> datetime | None:
@@ -79,6 +81,11 @@ def judge(spec: DistributedInferenceSpec, status: DistributedInferenceStatus, ob
         return None
     where = f"{failure.pod}: " if failure.pod else ""
     detail = f"attempt {status.attempt}: {where}{failure.reason}: {failure.message}"
+    action, why = failure_rules.classify(spec, failure)
+    if action == "FailJob":
+        return Verdict(False, Reason.PERMANENT_FAILURE, f"{detail}; no restart can fix this ({why})", failure)
+    if action == "RestartJobAndIgnoreMaxRestarts":
+        return Verdict(True, failure.reason, f"restart not counted ({why}): {detail}", failure, charge=False)
     limit = spec.failure_policy.max_restarts
     if status.restarts >= limit:
         return Verdict(False, Reason.MAX_RESTARTS_EXCEEDED,
@@ -88,11 +95,11 @@ def judge(spec: DistributedInferenceSpec, status: DistributedInferenceStatus, ob
 
 def apply(status: DistributedInferenceStatus, verdict: Verdict, now: datetime, generation: int | None) -> None:
     """Record the verdict in status (the caller writes it before touching any pod)."""
-    if status.first_failure is None:
+    if status.first_failure is None and not verdict.failure.disruption:
         status.first_failure = verdict.failure.to_status(status.attempt)
     if verdict.restart:
         status.attempt += 1
-        status.restarts += 1
+        status.restarts += int(verdict.charge)
         conditions.set_condition(status, "Restarting", True, verdict.reason, verdict.message, now, generation)
         conditions.set_condition(status, "Running", False, verdict.reason, verdict.message, now, generation)
         return

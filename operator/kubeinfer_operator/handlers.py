@@ -147,18 +147,19 @@ def node_ready(*, name: str, status: Mapping[str, Any], **_: Any) -> Any:
 
 
 INDEXES = ("worker_pods", "progress_configmaps", "worker_statefulsets", "node_ready")
+OPTIONAL_INDEXES = ("kueue_workloads",)  # registered only with the Kueue integration on
 
 
 def seen(key: tuple[str, str], indexes: Mapping[str, kopf.Index[Any, Any]]) -> Seen:
     """The job's children from the indexes; called on the event loop, where kopf updates them."""
     def one(index: str) -> Any:
-        return next(iter(indexes[index].get(key, [])), None)
+        return next(iter(indexes[index].get(key, [])), None) if index in indexes else None
 
     pods = list(indexes["worker_pods"].get(key, []))
     nodes = {p.get("spec", {}).get("nodeName") for p in pods} - {None, ""}
     ready = {str(n): bool(next(iter(indexes["node_ready"].get(n, [])), False)) for n in nodes}
     return Seen(pods=pods, progress=one("progress_configmaps"), statefulset=one("worker_statefulsets"),
-                node_ready=ready)
+                node_ready=ready, workload=one("kueue_workloads"))
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
@@ -169,7 +170,8 @@ async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.Daemo
     wakeups: Wakeups = memo.wakeups
     wakeup = wakeups.setdefault((namespace, name), asyncio.Event())
     loop, errors = asyncio.get_running_loop(), 0
-    indexes = {index: kwargs[index] for index in INDEXES}  # kopf passes every index by its name
+    # kopf passes every index by its name.
+    indexes = {index: kwargs[index] for index in (*INDEXES, *OPTIONAL_INDEXES) if index in kwargs}
     try:
         while not stopped:
             try:

@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         # kopf logs every handled pod and ConfigMap event at INFO: at 1,000 jobs that is the hot path.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = [] if args.all_namespaces else (args.namespace or list(settings.namespaces))
-    import kubeinfer_operator.handlers  # noqa: F401  (registers the handlers)
+    import kubeinfer_operator.handlers  # registers the handlers
+
+    if settings.kueue:
+        import kubeinfer_operator.kueue_handlers  # noqa: F401  (watches Kueue Workloads)
 
     kopf.run(clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness, standalone=True)
     return 0

@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from kubeinfer_api.status import Reason
 
-STATES = ("Pending", "Running", "Restarting", "Suspended", "Complete", "Failed")
+STATES = ("Pending", "Queued", "Unschedulable", "Running", "Restarting", "Suspended", "Complete", "Failed")
 KNOWN_REASONS = frozenset(v for k, v in vars(Reason).items() if k.isupper())
 
 

@@ -22,6 +22,15 @@ _WORKER_REASON = re.compile(r"^((?:[A-Z][a-z0-9]+){2,8}): ")
 STUCK_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                            "CreateContainerConfigError", "CreateContainerError"})
 MESSAGE_LIMIT = 2000
+GANG_PREFIX = "pod group is unschedulable, "
+
+
+#: DisruptionTarget reasons that say the cluster took the pod away (preemption, a drain through the Eviction
+#: API, a NoExecute taint): not the job's fault. Kubelet terminations (node pressure, maybe the job's own
+#: memory) and PodGC (a vanished node) stay failures that count.
+DISRUPTIONS = frozenset({"PreemptionByScheduler", "EvictionByEvictionAPI", "DeletionByTaintManager"})
+#: A worker that stopped because it was asked to (SIGTERM) says so with this termination message prefix.
+DRAINED = "Drained:"
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class Failure:
     container: str | None = None
     exit_code: int | None = None
     time: str | None = None
+    disruption: bool = False  # the cluster took the worker away: a restart that costs no maxRestarts
 
     def to_status(self, attempt: int) -> FirstFailure:
         return FirstFailure(pod=self.pod, container=self.container, exit_code=self.exit_code,
@@ -44,6 +54,8 @@ class Failure:
 class Observation:
     current_pods: tuple[str, ...] = ()
     running: int = 0
+    bound: int = 0  # current pods the scheduler has placed on a node
+    unschedulable: tuple[str, ...] = ()  # the scheduler's reasons for current pods it cannot place
     stale: tuple[str, ...] = ()
     lost: tuple[str, ...] = field(default=())
     failure: Failure | None = None
@@ -76,10 +88,15 @@ def _trim(text: str) -> str:
 
 
 def container_failure(pod: Obj) -> Failure | None:
-    """A container that exited non-zero now or before its last restart (exit 0 is a finished worker)."""
+    """A container that exited non-zero now or before its last restart (exit 0 is a finished worker), or
+    one that drained on SIGTERM (a disruption, whatever its exit code)."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         for state_key in ("state", "lastState"):
             term = (cs.get(state_key) or {}).get("terminated")
+            if term and str(term.get("message") or "").startswith(DRAINED):
+                return Failure(pod=_name(pod), reason=Reason.PREEMPTED, message=_trim(term["message"]),
+                               container=cs.get("name"), exit_code=term.get("exitCode"),
+                               time=term.get("finishedAt"), disruption=True)
             if term and term.get("exitCode", 0) != 0:
                 text = _trim(term.get("message") or "")
                 match = _WORKER_REASON.match(text)
@@ -97,6 +114,10 @@ def pod_failure(pod: Obj, node_ready: dict[str, bool]) -> Failure | None:
     meta, status = pod["metadata"], pod.get("status") or {}
     disruption = next((c for c in status.get("conditions") or []
                        if c.get("type") == "DisruptionTarget" and c.get("status") == "True"), None)
+    if disruption and meta.get("deletionTimestamp") and disruption.get("reason") in DISRUPTIONS:
+        message = f"{disruption['reason']}: {disruption.get('message') or 'the pod was taken away'}"
+        return Failure(pod=_name(pod), reason=Reason.PREEMPTED, message=_trim(message),
+                       time=meta.get("deletionTimestamp"), disruption=True)
     if status.get("reason") == "Evicted" or (disruption and meta.get("deletionTimestamp")):
         message = (disruption or {}).get("message") or status.get("message") or "the pod was evicted"
         return Failure(pod=_name(pod), reason=Reason.POD_EVICTED, message=_trim(message),
@@ -120,6 +141,26 @@ def is_running(pod: Obj) -> bool:
         return False
     containers = status.get("containerStatuses") or []
     return bool(containers) and all("running" in (cs.get("state") or {}) for cs in containers)
+
+
+def unschedulable_reason(pod: Obj) -> str | None:
+    """The scheduler's message on a pod it could not place (PodScheduled False, reason Unschedulable)."""
+    if (pod.get("spec") or {}).get("nodeName"):
+        return None
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
+            text = str(cond.get("message") or "unschedulable")
+            while text.startswith(GANG_PREFIX * 2):  # the gang plugin repeats its own prefix
+                text = text[len(GANG_PREFIX):]
+            return text
+    return None
+
+
+def scheduler_says(pods: list[Obj]) -> tuple[str, ...]:
+    """The pods' scheduling failures, a gang's verdict first (it names why the whole group waits)."""
+    found = [(m, _name(p)) for p in pods if (m := unschedulable_reason(p)) is not None]
+    found.sort(key=lambda pair: (not pair[0].startswith(GANG_PREFIX), pair[1]))
+    return tuple(f"{pod}: {message}" for message, pod in found)
 
 
 def waiting_reasons(pod: Obj) -> list[str]:
@@ -155,6 +196,8 @@ def observe(pods: list[Obj], attempt: int, node_ready: dict[str, bool], progress
     return Observation(
         current_pods=tuple(sorted(_name(p) for p in current)),
         running=sum(1 for p in current if is_running(p)),
+        bound=sum(1 for p in current if (p.get("spec") or {}).get("nodeName")),
+        unschedulable=scheduler_says(current),
         stale=stale,
         lost=lost,
         failure=failures[0] if failures else None,

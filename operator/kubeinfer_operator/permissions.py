@@ -30,6 +30,8 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
      "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # Gang scheduling: one PodGroup per attempt, deleted with the attempt (no watch: the pods tell).
+    {"apiGroups": ["scheduling.k8s.io"], "resources": ["podgroups"], "verbs": ["get", "create", "delete"]},
 ]
 #: Cluster-scoped reads, needed in both modes.
 CLUSTER_RULES: list[dict[str, Any]] = [
@@ -40,4 +42,17 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
     # kopf watches namespaces when it serves namespace patterns.
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+]
+#: With the Kueue integration on (chart value kueue.enabled): namespaced, then cluster-scoped.
+KUEUE_NAMESPACED_RULES: list[dict[str, Any]] = [
+    # The job's Workload: created, watched, its spec.active and status patched.
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads/status"], "verbs": ["get", "patch"]},
+    # While a job waits: its LocalQueue's counts, for the Queued message.
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues"], "verbs": ["get"]},
+]
+KUEUE_CLUSTER_RULES: list[dict[str, Any]] = [
+    # An admission's flavors (node labels, tolerations) and the job's priority for its Workload.
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["resourceflavors", "workloadpriorityclasses"], "verbs": ["get"]},
+    {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get"]},
 ]

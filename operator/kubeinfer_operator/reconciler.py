@@ -19,15 +19,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubeinfer_api.naming import CHILDREN_HASH, workers
+from kubeinfer_api.naming import CHILDREN_HASH, pod_group, workers
 from kubeinfer_api.plan import build_plan
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_api.status import DistributedInferenceStatus
 from kubeinfer_api.validation import SpecError, parse_spec
-from kubeinfer_operator import apply, builders, events, ttl
+from kubeinfer_operator import apply, builders, events, kueue, ttl
 from kubeinfer_operator.builders.common import JobRef
-from kubeinfer_operator.decide import Decision, decide, decide_invalid
+from kubeinfer_operator.decide import Cluster, Decision, decide, decide_invalid
+from kubeinfer_operator.discovery import PODGROUPS, Discovery
 from kubeinfer_operator.kube import Kube, Obj
+from kubeinfer_operator.kueue import Assignment, KueueView
+from kubeinfer_operator.kueue_client import KueueClient
 from kubeinfer_operator.metrics import Metrics
 from kubeinfer_operator.observe import Observation, observe
 from kubeinfer_operator.settings import Settings
@@ -68,6 +71,7 @@ class Seen:
     progress: Obj | None = None
     statefulset: Obj | None = None
     node_ready: dict[str, bool] = field(default_factory=dict)  # a node missing here counts as not ready
+    workload: Obj | None = None  # the job's Kueue Workload (watched only with the Kueue integration on)
 
 
 class Reconciler:
@@ -75,6 +79,8 @@ class Reconciler:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.discovery = Discovery(kube)
+        self.kueue = KueueClient(kube, settings.worker_image)
         # job -> (digest, when) of its last full apply: the watches may not show a new child for a while
         self.applied: dict[tuple[str, str], tuple[str, float]] = {}
         # A pass applies independent children side by side.
@@ -96,14 +102,18 @@ class Reconciler:
         now = datetime.now(UTC)
         spec: DistributedInferenceSpec | None = None
         obs = Observation()
+        labels: dict[str, str] = body["metadata"].get("labels") or {}
+        queue = self.queue_view(job, labels, seen.workload)
         try:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as err:
             decision = decide_invalid(old, str(err), ttl.spec_ttl(None, body.get("spec") or {}), now, generation)
         else:
             obs = observe(seen.pods, old.attempt, seen.node_ready, (seen.progress or {}).get("data"), seen.statefulset)
-            decision = decide(spec, old, obs, now, generation)
-        requeue = self.execute(job, spec, old, decision, obs)
+            decision = decide(spec, old, obs, now, generation, self.cluster(), queue)
+        requeue = self.execute(job, spec, old, decision, obs, queue)
+        if spec is not None and decision.kueue:
+            self.kueue.apply(job, spec, labels, seen.workload, decision.kueue)
         self.metrics.reconcile_duration.observe(time.monotonic() - started)
         if decision.delete_job:
             self.metrics.jobs.forget(namespace, name)
@@ -111,18 +121,31 @@ class Reconciler:
         self.metrics.jobs.set(namespace, name, decision.status.state or "Pending")
         return Result(decision.status.state or "Pending", requeue)
 
+    def queue_view(self, job: JobRef, labels: dict[str, str], workload: Obj | None) -> KueueView | None:
+        """The job's Kueue Workload (None: the job names no LocalQueue); while it waits, the queue's counts."""
+        if kueue.QUEUE_LABEL not in labels:
+            return None
+        waits = workload is None or not (kueue.is_true(workload, "Admitted") or kueue.is_true(workload, "Finished"))
+        counts = "" if not waits or not self.settings.kueue else self.kueue.queue_summary(
+            job.namespace, labels[kueue.QUEUE_LABEL])
+        return kueue.view(workload, self.settings.kueue, counts)
+
+    def cluster(self) -> Cluster:
+        return Cluster(gang=self.discovery.serves(PODGROUPS))
+
     def execute(self, job: JobRef, spec: DistributedInferenceSpec | None, old: DistributedInferenceStatus,
-                decision: Decision, obs: Observation) -> float | None:
+                decision: Decision, obs: Observation, queue: KueueView | None = None) -> float | None:
         """Status first, then children, pods, events, and at last the job itself (TTL)."""
         requeue = decision.requeue_after
         if decision.status != old:
             body = decision.status.model_dump(by_alias=True, exclude_none=True, mode="json")
             self.kube.patch(KIND, job.namespace, job.name, {"status": body}, subresource="status")
         if decision.workers and spec is not None:
-            if self.ensure_workers(job, spec, decision.status.attempt, obs):
+            admitted = self.kueue.assignment(queue, job) if queue is not None else None
+            if self.ensure_workers(job, spec, decision.status.attempt, obs, decision.gang, admitted):
                 requeue = 1.0  # report Created as soon as the children exist
         elif obs.statefulset_exists or spec is None:
-            self.remove_workers(job)
+            self.remove_workers(job, decision.status.attempt)
         for pod in decision.delete_pods:
             self.kube.delete("Pod", job.namespace, pod, uid=obs.uids.get(pod))
         for pod in decision.force_delete_pods:
@@ -135,20 +158,24 @@ class Reconciler:
             self.kube.delete(KIND, job.namespace, job.name)
         return requeue
 
-    def ensure_workers(self, job: JobRef, spec: DistributedInferenceSpec, attempt: int, obs: Observation) -> bool:
+    def ensure_workers(self, job: JobRef, spec: DistributedInferenceSpec, attempt: int, obs: Observation,
+                       gang: bool = False, admitted: Assignment | None = None) -> bool:
         """Apply every child unless they were applied as desired (by this process, or as the digest on
         the StatefulSet says); True when one was created. Unchanged children are still re-read every
-        REPAIR_SECONDS, so a child deleted by hand comes back.
+        REPAIR_SECONDS, so a child deleted by hand comes back. With `gang`, the attempt's PodGroup
+        comes before the StatefulSet whose pods name it, and the previous attempt's goes.
         """
+        group = pod_group(job.name, attempt) if gang else None
         children = [
             (builders.build_progress_configmap(job), True),
             (builders.build_job_configmap(job, spec, build_plan(spec)), False),
             *((obj, False) for obj in builders.build_worker_rbac(job)),
             (builders.build_service(job, spec), False),
+            *([(builders.build_pod_group(job, spec, attempt), True)] if gang else []),
             # Before the StatefulSet (the last wave): no worker port is ever open to other pods.
             *([(builders.build_network_policy(job, spec, self.settings.metrics_scrapers), False)]
               if spec.workers.network_policy else []),
-            (builders.build_statefulset(job, spec, self.settings.worker_image, attempt), False),
+            (builders.build_statefulset(job, spec, self.settings.worker_image, attempt, group, admitted), False),
         ]
         digest = hashlib.sha256(json.dumps(children, sort_keys=True).encode()).hexdigest()[:16]
         key, now = (job.namespace, job.name), time.monotonic()
@@ -170,12 +197,18 @@ class Reconciler:
         waves = [[c for c in children[:-1] if c[0]["kind"] != "RoleBinding"],
                  [c for c in children if c[0]["kind"] == "RoleBinding"], children[-1:]]
         outcomes = [what for wave in waves for what in self.appliers.map(ensure, wave)]
+        if gang and attempt > 0 and applied is not None and applied[0] != digest:
+            apply.remove(self.kube, "PodGroup", job.namespace, pod_group(job.name, attempt - 1))
         self.applied[key] = (digest, time.monotonic())
         return "created" in outcomes
 
-    def remove_workers(self, job: JobRef) -> None:
+    def remove_workers(self, job: JobRef, attempt: int) -> None:
         """Tear down the gang (the Service first: no StatefulSet means no Service); the job, its status,
-        the ConfigMaps and the outputs stay."""
+        the ConfigMaps and the outputs stay. Suspending counts an attempt before the teardown, so the
+        PodGroup of the attempt before goes too."""
         self.applied.pop((job.namespace, job.name), None)
         apply.remove(self.kube, "Service", job.namespace, workers(job.name))
         apply.remove(self.kube, "StatefulSet", job.namespace, workers(job.name))
+        if self.discovery.serves(PODGROUPS):
+            for gone in {attempt, max(attempt - 1, 0)}:
+                apply.remove(self.kube, "PodGroup", job.namespace, pod_group(job.name, gone))

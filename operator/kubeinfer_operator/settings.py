@@ -40,12 +40,14 @@ class Settings:
     log_level: str = "INFO"
     #: Labels of the namespaces that may scrape worker metrics through a job's NetworkPolicy; empty: any.
     metrics_scrapers: dict[str, str] = field(default_factory=dict)
+    kueue: bool = False  # manage Kueue Workloads for jobs labelled kueue.x-k8s.io/queue-name
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """KUBEINFER_WORKER_IMAGE, KUBEINFER_METRICS_PORT (0 = off), KUBEINFER_NAMESPACES (comma list),
         KUBEINFER_RESYNC_SECONDS, KUBEINFER_WAKEUP_SETTLE_MS, KUBEINFER_RECONCILE_THREADS,
-        KUBEINFER_LOG_LEVEL, KUBEINFER_METRICS_SCRAPERS (namespace labels, `k=v,k2=v2`)."""
+        KUBEINFER_LOG_LEVEL, KUBEINFER_METRICS_SCRAPERS (namespace labels, `k=v,k2=v2`),
+        KUBEINFER_KUEUE_ENABLED (true: the Kueue integration; the chart's kueue.enabled)."""
         env = dict(os.environ if env is None else env)
         namespaces = tuple(n.strip() for n in env.get("KUBEINFER_NAMESPACES", "").split(",") if n.strip())
         return cls(
@@ -58,4 +60,5 @@ class Settings:
             reconcile_threads=max(1, _int(env, "KUBEINFER_RECONCILE_THREADS", 16)),
             log_level=(env.get("KUBEINFER_LOG_LEVEL") or "INFO").upper(),
             metrics_scrapers=_labels(env, "KUBEINFER_METRICS_SCRAPERS"),
+            kueue=env.get("KUBEINFER_KUEUE_ENABLED", "").strip().lower() in ("1", "true", "yes"),
         )

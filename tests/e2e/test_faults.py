@@ -212,7 +212,9 @@ def test_too_many_failed_items_fail_the_job_once(operator: Cluster, job_namespac
 def test_max_restarts_exhausted_fails_with_the_first_failure(operator: Cluster, job_namespace: str) -> None:
     manifest = fault_job("nomodel", job_namespace, prompts=2)
     manifest["spec"]["model"]["uri"] = "s3://models/does-not-exist"
-    manifest["spec"]["failurePolicy"] = {"maxRestarts": 1, "stallTimeoutSeconds": 0}
+    # A missing model fails at once by default; a user rule makes it worth a restart (the model may appear).
+    retry = {"name": "model-may-appear", "action": "RestartJob", "onReasons": ["ModelError"]}
+    manifest["spec"]["failurePolicy"] = {"maxRestarts": 1, "stallTimeoutSeconds": 0, "rules": [retry]}
     name = launch(operator, job_namespace, manifest)
     job = operator.wait_condition(name, job_namespace, "Failed", TIMEOUT)
     status = job["status"]

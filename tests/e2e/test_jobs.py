@@ -100,7 +100,8 @@ def test_example_completes_with_single_process_outputs(
 
     # `kubectl get dinf` tells the story without reading YAML.
     header, row = cluster.kubectl("get", "dinf", name, "-n", job_namespace).stdout.splitlines()[:2]
-    shown = dict(zip(header.split(), row.split(), strict=True))
+    columns = header.split()
+    shown = dict(zip(columns, row.split(None, len(columns) - 1), strict=True))  # MESSAGE, last, has spaces
     assert shown["STATE"] == "Complete" and shown["PROGRESS"].rstrip("%") == "100"
     assert shown["SUCCEEDED"] == shown["TOTAL"] == str(expected)
 

@@ -304,7 +304,12 @@ def steady_pass_reads_only_the_job(admin: Kube, namespace: str) -> None:
     create(admin, JobBuilder("ants", namespace).nodes(2))
     reconciler.reconcile(namespace, "ants", Seen())
     first = list(kube.calls)
-    assert first.count("POST") >= 7 and first.count("GET") == 1, f"a new job's children are created first: {first}"
+    # Two GETs: the job, and API discovery of PodGroups (once per process and TTL, not per job).
+    assert first.count("POST") >= 7 and first.count("GET") == 2, f"a new job's children are created first: {first}"
+    kube.calls.clear()
+    create(admin, JobBuilder("bees", namespace).nodes(2))
+    reconciler.reconcile(namespace, "bees", Seen())
+    assert kube.calls.count("GET") == 1, f"discovery is cached: a second job reads only itself: {kube.calls}"
     for _ in range(2):
         kube.calls.clear()
         reconciler.reconcile(namespace, "ants", seen_now(admin, namespace, "ants"))

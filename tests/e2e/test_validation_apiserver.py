@@ -190,6 +190,7 @@ CHANGES = {
     "workers": {"nodes": 3},
     "rendezvous": {"port": 29600},
     "output": {"uri": "s3://out/elsewhere/"},
+    "scheduling": {"gang": "Disabled"},
 }
 
 
@@ -207,17 +208,20 @@ def test_spec_immutable_but_suspend_mutable(crd: Cluster, ns: str, suspended_job
 
 
 def test_printer_columns_show_state_and_progress(crd: Cluster, ns: str, suspended_job: str) -> None:
-    status = {"state": "Running", "progress": {"total": 10, "succeeded": 4, "percent": 40}, "restarts": 1}
+    status = {"state": "Running", "progress": {"total": 10, "succeeded": 4, "percent": 40}, "restarts": 1,
+              "message": "2 of 2 workers running (attempt 1)"}
     crd.kubectl("patch", "dinf", suspended_job, "-n", ns, "--subresource=status", "--type=merge", "-p",
                 json.dumps({"status": status}))  # fmt: skip
     # An operator may rewrite the status at any moment: the row must match the stored object.
     table = crd.kubectl("get", "dinf", suspended_job, "-n", ns).stdout.splitlines()
     job = crd.job(suspended_job, ns)
-    header, row = table[0].split(), table[1].split()
-    assert header == ["NAME", "STATE", "SUCCEEDED", "TOTAL", "PROGRESS", "NODES", "RESTARTS", "AGE"]
+    header = table[0].split()
+    assert header == ["NAME", "STATE", "SUCCEEDED", "TOTAL", "PROGRESS", "NODES", "RESTARTS", "AGE", "MESSAGE"]
+    row = table[1].split(None, len(header) - 1)  # the message, last, has spaces
     observed = job.get("status", {})
     shown = dict(zip(header, row, strict=True))
     assert shown["NAME"] == suspended_job and shown["NODES"] == "1"
+    assert shown["MESSAGE"] == str(observed.get("message", "<none>"))
     assert shown["STATE"] == str(observed.get("state", "<none>"))
     assert shown["RESTARTS"] == str(observed.get("restarts", "<none>"))
     assert shown["SUCCEEDED"] == str(observed.get("progress", {}).get("succeeded", "<none>"))

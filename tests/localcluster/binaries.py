@@ -26,7 +26,8 @@ _VERSION_KEYS = {
     "etcd": "ETCD_VERSION",
     "helm": "HELM_VERSION",
     "minio": "MINIO_VERSION",
-    "jobset-controller": "JOBSET_VERSION",  # bench/operator_scale.py only: `hack/build-tools.sh jobset`
+    "jobset-controller": "JOBSET_VERSION",  # the benchmarks only: `hack/build-tools.sh jobset`
+    "kueue": "KUEUE_VERSION",  # the Kueue e2e tests and bench/admission_latency.py
 }
 
 

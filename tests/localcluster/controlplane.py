@@ -30,6 +30,11 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 NODE_MONITOR_GRACE_PERIOD = "10s"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+#: Gang scheduling (scheduling.k8s.io/v1beta1 Workload and PodGroup, beta in 1.37, off by default) and
+#: the PodGroup's topology constraint (alpha): on in apiserver, controller-manager and scheduler, so one
+#: control plane serves every e2e test; jobs that must not gang-schedule say so in their spec.
+FEATURE_GATES = {"GenericWorkload": True, "TopologyAwareWorkloadScheduling": True}
+RUNTIME_CONFIG = "scheduling.k8s.io/v1beta1=true"
 _STATE = "state.json"
 
 
@@ -73,9 +78,11 @@ def write_kubeconfig(path: Path, server: str, ca: Path, *, cert: KeyPair | None 
 class ControlPlane:
     """Start/stop the control plane in ``workdir``; ``attach`` re-opens one started by another process."""
 
-    def __init__(self, workdir: Path, *, detach: bool = False) -> None:
+    def __init__(self, workdir: Path, *, detach: bool = False,
+                 feature_gates: dict[str, bool] | None = None) -> None:
         self.workdir = workdir.resolve()
         self.detach = detach
+        self.feature_gates = dict(FEATURE_GATES if feature_gates is None else feature_gates)
         self.pki = self.workdir / "pki"
         self.logs = self.workdir / "logs"
         self.admin_kubeconfig = self.workdir / "admin.kubeconfig"
@@ -196,6 +203,11 @@ class ControlPlane:
             target = self.admin_kubeconfig if stem == "admin" else self.pki / f"{stem}.kubeconfig"
             write_kubeconfig(target, self.server_url, self.ca_file, cert=pair)
 
+    def _gates(self) -> list[str]:
+        """`--feature-gates` for every component (none when no gate is set)."""
+        gates = ",".join(f"{k}={str(v).lower()}" for k, v in sorted(self.feature_gates.items()))
+        return [f"--feature-gates={gates}"] if gates else []
+
     def _spawn(self, name: str, args: list[str]) -> None:
         spawn(name, [binary(name), *args], self.logs, detach=self.detach)
 
@@ -250,6 +262,8 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki / 'front-proxy' / 'client.crt'}",
                 f"--proxy-client-key-file={pki / 'front-proxy' / 'client.key'}",
+                *self._gates(),
+                *([f"--runtime-config={RUNTIME_CONFIG}"] if self.feature_gates.get("GenericWorkload") else []),
             ],
         )
         wait_until(self._apiserver_ready, "kube-apiserver /readyz", 120, self.logs / "kube-apiserver.log")
@@ -257,7 +271,7 @@ class ControlPlane:
     def _start_controllers(self) -> None:
         assert self.ports is not None
         pki = self.pki
-        common = ["--bind-address=127.0.0.1", "--leader-elect=false"]
+        common = ["--bind-address=127.0.0.1", "--leader-elect=false", *self._gates()]
         kcm_kubeconfig = pki / "controller-manager.kubeconfig"
         self._spawn(
             "kube-controller-manager",

@@ -151,13 +151,20 @@ class PodBuilder:
         self._pod["status"] = {"phase": "Running", "containerStatuses": [status]}
         return self
 
+    def unschedulable(self, message: str) -> PodBuilder:
+        """Not bound: the scheduler could not place it and said why."""
+        self._pod["spec"].pop("nodeName", None)
+        self._pod["status"] = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}
+        return self
+
     def deleted(self, at: str = "2026-01-01T00:06:00Z") -> PodBuilder:
         self._pod["metadata"]["deletionTimestamp"] = at
         return self
 
-    def disrupted(self, message: str = "Eviction API: evicting") -> PodBuilder:
+    def disrupted(self, message: str = "Eviction API: evicting", reason: str = "EvictionByEvictionAPI") -> PodBuilder:
         self._pod["status"].setdefault("conditions", []).append(
-            {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI", "message": message})
+            {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": message})
         return self
 
     def evicted_by_kubelet(self) -> PodBuilder:

@@ -56,6 +56,7 @@ def test_minimal_spec_gets_defaults() -> None:
     ({"output__format": "jsonl"}, "spec.output.format"),
     ({"strategy__type": "deviceMap", "workers__processesPerNode": 2}, "spec.workers.processesPerNode"),
     ({"successPolicy__minSucceededRatio": 1.5}, "spec.successPolicy.minSucceededRatio"),
+    ({"failurePolicy__rules": [{"action": "FailJob"}]}, "spec.failurePolicy.rules[0]"),
     ({"model__cache": {}}, "spec.model.cache: set exactly one of claimName"),
     ({"task__type": "text-generation", "output__format": "jsonl", "runtime__attentionBackend": "native"},
      "spec.runtime: compile and attentionBackend apply to diffusers pipelines"),

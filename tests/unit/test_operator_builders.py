@@ -268,3 +268,10 @@ def test_every_child_is_owned_by_the_job() -> None:
         assert owner["uid"] == "uid-cats" and owner["controller"] is True, child["kind"]
         assert owner["kind"] == "DistributedInference" and owner["apiVersion"] == "kubeinfer.io/v1alpha1"
         assert child["metadata"]["labels"][JOB_LABEL] == "cats"
+
+
+def test_workers_get_the_drain_grace_period_and_know_it() -> None:
+    job = JobBuilder().set("workers.terminationGracePeriodSeconds", 45)
+    assert pod_spec(job)["terminationGracePeriodSeconds"] == 45
+    assert env(job)["KUBEINFER_GRACE_SECONDS"] == "45"
+    assert pod_spec(JobBuilder())["terminationGracePeriodSeconds"] == 60

@@ -33,7 +33,8 @@ FAILURES = [
     (PodBuilder().crashed(message="RendezvousTimeout: cats-workers-0:29500 unreachable after 600s"),
      "RendezvousTimeout", "unreachable after 600s", 1),
     (PodBuilder().running().deleted(), "PodDeleted", "deleted", None),
-    (PodBuilder().running().disrupted("Evicted by the Eviction API").deleted(), "PodEvicted", "Eviction API", None),
+    (PodBuilder().running().disrupted("Evicted by the Eviction API").deleted(), "Preempted", "Eviction API", None),
+    (PodBuilder().running().disrupted("memory", "TerminationByKubelet").deleted(), "PodEvicted", "memory", None),
     (PodBuilder().evicted_by_kubelet(), "PodEvicted", "low on memory", None),
     (PodBuilder().running().node("node-2"), "NodeNotReady", "node-2", None),
 ]

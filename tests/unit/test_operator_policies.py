@@ -43,7 +43,7 @@ def test_all_workers_running() -> None:
     status = running_status(job)
     assert status.state == "Running"
     assert [e.reason for e in step(job, DistributedInferenceStatus(), [p.running() for p in gang("cats", 2)]).events
-            ] == ["ChildrenCreated", "WorkersRunning"]
+            ] == ["ChildrenCreated", "GangSchedulingUnavailable", "WorkersRunning"]
 
 
 def test_partly_running_is_pending_with_the_stuck_reason() -> None:
@@ -132,7 +132,7 @@ def test_pods_on_a_lost_node_are_force_deleted_in_the_restart() -> None:
 
 @pytest.mark.parametrize(("pod", "reason"), [
     (PodBuilder("cats", 1).running().deleted(), "PodDeleted"),
-    (PodBuilder("cats", 1).running().disrupted().deleted(), "PodEvicted"),
+    (PodBuilder("cats", 1).running().disrupted().deleted(), "Preempted"),
     (PodBuilder("cats", 1).evicted_by_kubelet(), "PodEvicted"),
 ])
 def test_deleted_or_evicted_pod_restarts_the_gang(pod: PodBuilder, reason: str) -> None:

@@ -116,6 +116,23 @@ operator under these rules).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# Gang scheduling: one PodGroup per attempt, deleted with the attempt (no watch: the pods tell).
+- apiGroups: [scheduling.k8s.io]
+  resources: [podgroups]
+  verbs: [get, create, delete]
+{{- if .Values.kueue.enabled }}
+# Kueue: the job's Workload (created, watched, its spec.active and status patched).
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads/status]
+  verbs: [get, patch]
+# While a job waits: its LocalQueue's counts, for the Queued message.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [localqueues]
+  verbs: [get]
+{{- end }}
 {{- end }}
 
 {{/* Cluster-scoped, read-only: needed in both modes. */}}
@@ -132,4 +149,13 @@ operator under these rules).
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
+{{- if .Values.kueue.enabled }}
+# Kueue: an admission's flavors (node labels, tolerations) and the job's priority for its Workload.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [resourceflavors, workloadpriorityclasses]
+  verbs: [get]
+- apiGroups: [scheduling.k8s.io]
+  resources: [priorityclasses]
+  verbs: [get]
+{{- end }}
 {{- end }}

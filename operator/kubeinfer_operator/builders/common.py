@@ -13,6 +13,8 @@ Obj = dict[str, Any]
 COMPONENT_CONFIG = "job-config"
 COMPONENT_PROGRESS = "progress"
 COMPONENT_WORKER = "worker"
+COMPONENT_GANG = "gang"
+COMPONENT_QUEUE = "queue"
 
 
 @dataclass(frozen=True)

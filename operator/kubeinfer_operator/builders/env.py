@@ -69,6 +69,8 @@ def kubeinfer_env(job: JobRef, spec: DistributedInferenceSpec) -> list[Obj]:
         value("KUBEINFER_JOB_FILE", f"{JOB_MOUNT_DIR}/{JOB_FILE}"),
         value("KUBEINFER_PROGRESS_CONFIGMAP", progress_configmap(job.name)),
         value("KUBEINFER_RENDEZVOUS_TIMEOUT_SECONDS", spec.rendezvous.timeout_seconds),
+        # The pod's terminationGracePeriodSeconds: how long a drain on SIGTERM may take.
+        value("KUBEINFER_GRACE_SECONDS", spec.workers.termination_grace_period_seconds),
         value("PYTHONUNBUFFERED", "1"),
     ]
 

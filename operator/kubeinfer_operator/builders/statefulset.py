@@ -14,6 +14,7 @@ from kubeinfer_api.naming import (
     workers,
 )
 from kubeinfer_api.spec import DistributedInferenceSpec
+from kubeinfer_operator.builders import placement
 from kubeinfer_operator.builders.common import COMPONENT_WORKER, JobRef, Obj, metadata
 from kubeinfer_operator.builders.env import worker_env
 from kubeinfer_operator.builders.modelio import cache_mounts, cache_volumes, peer_port
@@ -24,6 +25,7 @@ from kubeinfer_operator.builders.podsecurity import (
     scratch_mounts,
     scratch_volumes,
 )
+from kubeinfer_operator.kueue import Assignment
 
 GPU_RESOURCE = "nvidia.com/gpu"
 CONTAINER = "worker"
@@ -77,6 +79,8 @@ def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
     out: Obj = {
         "serviceAccountName": worker_account(job.name),
         "restartPolicy": "Always",
+        # SIGTERM (preemption, eviction, suspend) leaves this long to commit finished items and stop.
+        "terminationGracePeriodSeconds": w.termination_grace_period_seconds,
         "enableServiceLinks": False,
         "securityContext": RESTRICTED_POD,
         "containers": [container(job, spec, image)],
@@ -90,18 +94,29 @@ def pod_spec(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
         ],
     }
     optional = {"nodeSelector": w.node_selector or None, "tolerations": w.tolerations or None,
-                "affinity": w.affinity, "priorityClassName": w.priority_class_name,
+                "affinity": placement.affinity(job, spec), "priorityClassName": w.priority_class_name,
                 "schedulerName": w.scheduler_name,
                 "imagePullSecrets": [{"name": ref.name} for ref in w.image_pull_secrets] or None}
     out.update({k: v for k, v in optional.items() if v is not None})
     return out
 
 
-def build_statefulset(job: JobRef, spec: DistributedInferenceSpec, image: str, attempt: int) -> Obj:
+def pod_template(job: JobRef, spec: DistributedInferenceSpec, image: str, attempt: int,
+                 pod_group: str | None = None, assignment: Assignment | None = None) -> Obj:
+    """The workers' pod template, placed (placement.place) in the attempt's PodGroup and Kueue admission."""
+    template: Obj = {
+        "metadata": {"labels": {**spec.workers.pod_labels, **labels(job.name, COMPONENT_WORKER)},
+                     "annotations": {**spec.workers.pod_annotations, ATTEMPT_ANNOTATION: str(attempt)}},
+        "spec": pod_spec(job, spec, image),
+    }
+    placement.place(template, spec, pod_group, assignment)
+    return template
+
+
+def build_statefulset(job: JobRef, spec: DistributedInferenceSpec, image: str, attempt: int,
+                      pod_group: str | None = None, assignment: Assignment | None = None) -> Obj:
     """`attempt` goes into the pod template: bumping it (plus deleting the pods) is a gang restart."""
     name = workers(job.name)
-    template_labels = {**spec.workers.pod_labels, **labels(job.name, COMPONENT_WORKER)}
-    annotations = {**spec.workers.pod_annotations, ATTEMPT_ANNOTATION: str(attempt)}
     return {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": metadata(job, name, COMPONENT_WORKER),
@@ -112,9 +127,6 @@ def build_statefulset(job: JobRef, spec: DistributedInferenceSpec, image: str, a
             # Pods change only when the operator deletes them: a gang restart replaces all at once.
             "updateStrategy": {"type": "OnDelete"},
             "selector": {"matchLabels": selector(job.name, COMPONENT_WORKER)},
-            "template": {
-                "metadata": {"labels": template_labels, "annotations": annotations},
-                "spec": pod_spec(job, spec, image),
-            },
+            "template": pod_template(job, spec, image, attempt, pod_group, assignment),
         },
     }

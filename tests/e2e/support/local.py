@@ -79,11 +79,22 @@ class LocalBackend:
 
     def agent_process(self, node: str, *, detach: bool = False) -> NodeAgentProcess:
         """An agent for `node` that runs the project's images from this venv (not started)."""
-        args = [arg for image, argv in ENTRYPOINTS.items() for arg in ("--entrypoint", f"{image}={json.dumps(argv)}")]
-        args += [arg for key, value in AGENT_ENV.items() for arg in ("--env", f"{key}={value}")]
         return NodeAgentProcess(
-            self.kubeconfig, [node], self.workdir, api_port=self.plane.pod_api_port, extra_args=args, detach=detach
+            self.kubeconfig, [node], self.workdir, api_port=self.plane.pod_api_port, extra_args=_agent_args(),
+            detach=detach,
         )
+
+    def start_pool(self, roles: list[str], *, cpu: str, labels: dict[str, str], taint: str) -> NodeAgentProcess:
+        """Extra nodes for scheduling tests (named like the run's others, by role): one agent, tied to this
+        process, for all of them, each with `cpu` cores, `labels`, and `taint` so that only jobs tolerating
+        it land there. The caller stops it (`.stop()`)."""
+        nodes = [self.node_name(role) for role in roles]
+        agent = NodeAgentProcess(self.kubeconfig, nodes, self.workdir, api_port=self.plane.pod_api_port, cpu=cpu,
+                                 extra_args=_agent_args(labels))
+        agent.start()
+        for node in nodes:
+            Cluster(self).kubectl("taint", "node", node, taint, "--overwrite")
+        return agent
 
     def _start_agent(self, node: str) -> None:
         """Detached: the agent outlives the worker that started it; the run's teardown stops it."""
@@ -100,9 +111,11 @@ class LocalBackend:
         return pidfile.exists() and shared.alive_as(int(pidfile.read_text()), sys.executable)
 
     def chart_values(self) -> list[str]:
+        """The images, and the Kueue integration on: it acts only for jobs naming a LocalQueue, and the
+        Kueue tests need no second install of the shared operator (Kueue's CRDs may come later)."""
         return [
             f"image.repository={OPERATOR_IMAGE}", f"image.tag={TAG}", "image.pullPolicy=Never",
-            f"workerImage.repository={WORKER_IMAGE}", f"workerImage.tag={TAG}",
+            f"workerImage.repository={WORKER_IMAGE}", f"workerImage.tag={TAG}", "kueue.enabled=true",
             f"policies.jobAuthors.allowedCacheHostPaths={{{CACHE_HOST_DIR}}}",
         ]  # fmt: skip
 
@@ -167,3 +180,10 @@ class LocalBackend:
     def log_files(self) -> list[Path]:
         agent_logs = sorted(self.workdir.glob("agent-*.log"))
         return [*self.plane.log_files(), self.s3.log_file, *agent_logs]
+
+
+def _agent_args(labels: dict[str, str] | None = None) -> list[str]:
+    """The project's images mapped to its console scripts, the pods' env, and extra node labels."""
+    args = [arg for image, argv in ENTRYPOINTS.items() for arg in ("--entrypoint", f"{image}={json.dumps(argv)}")]
+    args += [arg for key, value in AGENT_ENV.items() for arg in ("--env", f"{key}={value}")]
+    return args + [arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")]

@@ -1,0 +1,149 @@
+"""Gang scheduling on the real kube-scheduler: a job's workers are bound all together or not at all.
+
+A pool of three 2-CPU nodes, tainted so no other test lands there, holds one worker (2 CPUs) each;
+cordoning a node takes its room away and uncordoning gives it back ("capacity appears"). The
+two-job test runs twice: with gang scheduling each job is either wholly placed or wholly pending, and
+both complete; without it the same steps end in the classic deadlock (each job holds one of its two
+workers and waits for the other), which only deleting a job resolves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from e2e.support.cluster import Cluster, Manifest, wait_for
+from e2e.support.jobs import fault_job, item_count, job_outputs, launch
+from e2e.support.pool import Pool, node_pool
+from kubeinfer_api import naming
+
+# One worker runs the module: its fixture starts the pool nodes the tests cordon and fill.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("gang")]
+ROLES = ["gang-1", "gang-2", "gang-3"]
+POOL_LABEL = ("kubeinfer-e2e/pool", "gang")
+PRIORITIES = {"kubeinfer-e2e-low": (100, "PreemptLowerPriority"), "kubeinfer-e2e-high": (1000, "Never")}
+TIMEOUT = 600
+
+
+@pytest.fixture(scope="module")
+def pool(nodes: Cluster) -> Iterator[Pool]:
+    """Three 2-CPU nodes only pool jobs tolerate, and two PriorityClasses; all removed afterwards."""
+    for name, (value, policy) in PRIORITIES.items():
+        nodes.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+                     "value": value, "preemptionPolicy": policy}, "default")
+    try:
+        with node_pool(nodes, {role: {} for role in ROLES}, POOL_LABEL, cpu="2") as started:
+            yield started
+    finally:
+        nodes.kubectl("delete", "priorityclass", *PRIORITIES, "--ignore-not-found")
+
+
+@pytest.fixture
+def all_room(pool: Pool, operator: Cluster) -> Iterator[Pool]:
+    """The pool (and the operator) for one test: empty at its start, every node schedulable at its end."""
+    pool.wait_empty()
+    yield pool
+    pool.uncordon(*pool.nodes)
+
+
+def pool_job(pool: Pool, name: str, namespace: str, nodes: int, gang: str = "Auto",
+             priority: str | None = None) -> Manifest:
+    """A small data-parallel job whose every worker needs a whole pool node (2 CPUs)."""
+    manifest = pool.admit(fault_job(name, namespace, prompts=2 * nodes, steps=2, nodes=nodes))
+    spec = manifest["spec"]
+    workers = spec["workers"]
+    workers["resources"] = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    if priority:
+        workers["priorityClassName"] = priority
+    spec["scheduling"] = {"gang": gang}
+    spec["rendezvous"] = {"timeoutSeconds": 300}
+    return manifest
+
+
+def pods(cluster: Cluster, namespace: str, job: str) -> list[Manifest]:
+    return cluster.items("pods", namespace, f"{naming.JOB_LABEL}={job}")
+
+
+def bound(cluster: Cluster, namespace: str, job: str) -> int:
+    return sum(1 for p in pods(cluster, namespace, job) if p["spec"].get("nodeName"))
+
+
+def unschedulable(cluster: Cluster, namespace: str, job: str, count: int) -> bool:
+    """`count` pods of the job exist and the scheduler has marked every unbound one Unschedulable."""
+    found = pods(cluster, namespace, job)
+    waiting = [p for p in found if not p["spec"].get("nodeName")]
+    return len(found) == count and bool(waiting) and all(
+        any(c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+            for c in p.get("status", {}).get("conditions") or []) for p in waiting)
+
+
+def state(cluster: Cluster, namespace: str, job: str) -> str:
+    return str((cluster.job(job, namespace).get("status") or {}).get("state"))
+
+
+def assert_every_item_once(cluster: Cluster, namespace: str, manifest: Manifest) -> None:
+    run = job_outputs(cluster, namespace, manifest["metadata"]["name"])
+    assert len(run.items) == item_count(manifest)
+
+
+def test_gang_binds_no_worker_until_all_fit(all_room: Pool, job_namespace: str, tiny_models: Any) -> None:
+    cluster, ns = all_room.cluster, job_namespace
+    all_room.cordon(all_room.nodes[2])  # room for 2 workers
+    manifest = pool_job(all_room, "three", ns, nodes=3)
+    name = launch(cluster, ns, manifest)
+    job = cluster.wait_job(name, ns, lambda j: (j.get("status") or {}).get("state") == "Unschedulable",
+                           "state Unschedulable", 120)
+    assert "minCount (3) cannot be satisfied" in job["status"]["message"], job["status"]["message"]
+    assert unschedulable(cluster, ns, name, 3) and bound(cluster, ns, name) == 0, "a partial gang was bound"
+    header, row = cluster.kubectl("get", "dinf", name, "-n", ns).stdout.splitlines()[:2]
+    shown = dict(zip(header.split(), row.split(None, len(header.split()) - 1), strict=True))
+    assert shown["STATE"] == "Unschedulable" and "cannot be satisfied" in shown["MESSAGE"], shown
+
+    all_room.uncordon(all_room.nodes[2])  # capacity appears: the whole gang is placed at once
+    wait_for(lambda: bound(cluster, ns, name) == 3, "all 3 workers bound", 120)
+    cluster.wait_condition(name, ns, "Complete", TIMEOUT)
+    assert_every_item_once(cluster, ns, manifest)
+
+
+@pytest.mark.parametrize("gang", ["Auto", "Disabled"])
+def test_two_jobs_that_fit_alone_but_not_together(all_room: Pool, job_namespace: str, tiny_models: Any,
+                                                  gang: str) -> None:
+    """Room for one worker, then two; job A (low priority) asks first, job B (high, never preempts) next."""
+    cluster, ns = all_room.cluster, job_namespace
+    all_room.cordon(*all_room.nodes[1:])
+    first = pool_job(all_room, "first", ns, nodes=2, gang=gang, priority="kubeinfer-e2e-low")
+    second = pool_job(all_room, "second", ns, nodes=2, gang=gang, priority="kubeinfer-e2e-high")
+    launch(cluster, ns, first)
+    placed = 0 if gang == "Auto" else 1  # a gang waits whole; one by one, the first worker takes the place
+    wait_for(lambda: unschedulable(cluster, ns, "first", 2) and bound(cluster, ns, "first") == placed,
+             f"first: {placed} of 2 workers bound, the rest marked unschedulable", 120)
+    launch(cluster, ns, second)
+    wait_for(lambda: unschedulable(cluster, ns, "second", 2), "second's workers marked unschedulable", 120)
+
+    all_room.uncordon(all_room.nodes[1])  # room for two workers: one job fits, not both
+    if gang == "Auto":
+        # Either gang may win the freed room (both are retried on the node event); it is placed whole
+        # while the other binds nothing, and the other runs once the winner's workers are gone.
+        def one_placed_whole() -> dict[str, int]:
+            counts = {job: bound(cluster, ns, job) for job in ("first", "second")}
+            return counts if 2 in counts.values() else {}
+
+        counts = wait_for(one_placed_whole, "one gang placed whole", 120)
+        loser = "first" if counts["second"] == 2 else "second"
+        assert counts[loser] == 0, f"both gangs partly bound: {counts}"
+        for manifest in (first, second):
+            cluster.wait_condition(manifest["metadata"]["name"], ns, "Complete", TIMEOUT)
+            assert_every_item_once(cluster, ns, manifest)
+        return
+    # One by one, each job gets one of the two places: both wait forever for their second worker.
+    wait_for(lambda: bound(cluster, ns, "second") == 1, "the freed place taken by one worker", 120)
+    wait_for(lambda: unschedulable(cluster, ns, "second", 2), "second's other worker rejected", 60)
+    assert bound(cluster, ns, "first") == 1, "deadlock expected: each job holds one of its two workers"
+    for job in ("first", "second"):
+        assert state(cluster, ns, job) == "Unschedulable", json.dumps(cluster.job(job, ns)["status"])
+    cluster.kubectl("delete", "dinf", "second", "-n", ns, "--wait=false")  # the only way out
+    cluster.wait_condition("first", ns, "Complete", TIMEOUT)
+    assert_every_item_once(cluster, ns, first)
