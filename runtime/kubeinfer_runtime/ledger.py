@@ -2,18 +2,22 @@
 
 Layout under the output prefix (everything bookkeeping starts with `_`):
 
-    items/<id>.<ext>              the item's output; its key depends on the job and the item only
-    _ledger/job.json              the fingerprint of model + task + inputs that owns this prefix
-    _ledger/items/<id>.json       one entry per committed item, written AFTER its object
-    _ledger/failed/<id>.json      the last failure of an item not yet committed (retried next attempt)
-    _ledger/runs/<run>/<rank>     a rank's "I am done" marker for one run
-    _ledger/plans/<run>           rank 0's "work planned" marker: every rank must see it (shared storage)
-    manifest.jsonl, _SUCCESS      written by rank 0 at the end of a job that met its successPolicy
-    _FAILED                       instead of _SUCCESS when too many items failed (ids and first error)
+    items/<id>.<ext>                  the item's output; its key depends on the job and the item only
+    _ledger/job.json                  the fingerprint of model + task + inputs that owns this prefix
+    _ledger/commits/<writer>.jsonl    a commit record: one line per item it commits (the manifest line)
+                                      or records as failed ({"id", "index", "error", ...}); written AFTER
+                                      every object it names
+    _ledger/runs/<run>/done/<rank>    a rank's "I am done" marker for one run
+    _ledger/runs/<run>/counts/<rank>  a rank's running counts (progress without listing the ledger)
+    _ledger/plans/<run>               rank 0's "work planned" marker: every rank must see it (shared storage)
+    manifest.jsonl, _SUCCESS          written by rank 0 at the end of a job that met its successPolicy
+    _FAILED                           instead of _SUCCESS when too many items failed (ids and first error)
 
-One small object per entry (no appends, which S3 lacks) makes a commit atomic and listing the
-folder the whole truth: a crash between an object and its entry leaves the item uncommitted, and
-the retry overwrites the same key, so nothing is duplicated and nothing is lost.
+A record is written whole (no appends, which S3 lacks), once a rank has a few hundred items or a few
+seconds of them, so bookkeeping costs O(items / record size) requests: a crash before a record leaves
+its items uncommitted, the retry overwrites the same keys, and the manifest lists every item once
+(the first record naming an item wins). Ledgers of earlier versions (`_ledger/items/<id>.json`,
+`_ledger/failed/<id>.json`: one object per item) are still read, so their jobs resume.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ if TYPE_CHECKING:  # the CLI reads ledgers without importing torch
     from kubeinfer_runtime.strategies.base import Item
 
 LEDGER = "_ledger"
-ITEMS, FAILED, RUNS, PLANS = f"{LEDGER}/items", f"{LEDGER}/failed", f"{LEDGER}/runs", f"{LEDGER}/plans"
+COMMITS, RUNS, PLANS = f"{LEDGER}/commits", f"{LEDGER}/runs", f"{LEDGER}/plans"
+LEGACY_ITEMS, LEGACY_FAILED = f"{LEDGER}/items", f"{LEDGER}/failed"  # one object per item (before 0.3)
 JOB_RECORD = f"{LEDGER}/job.json"
 MANIFEST, SUCCESS, UNSUCCESSFUL = "manifest.jsonl", "_SUCCESS", "_FAILED"
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "jsonl": "jsonl"}
@@ -42,7 +47,7 @@ class FingerprintMismatch(RuntimeError):
     """The output prefix already belongs to a job with a different model, task or inputs."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A committed item, as it appears in the ledger and in manifest.jsonl (`key` relative to the output)."""
 
@@ -83,9 +88,30 @@ def fingerprint(job: JobConfig, items: list[Item]) -> dict[str, Any]:
     return detail
 
 
+@dataclass
+class LedgerState:
+    """What the ledger holds: the committed entries by id, and the last failure of each uncommitted item."""
+
+    entries: dict[str, Entry]
+    failures: dict[str, dict[str, Any]]
+
+    def failed(self) -> set[str]:
+        return set(self.failures) - set(self.entries)
+
+    def sorted_entries(self) -> list[Entry]:
+        return sorted(self.entries.values(), key=lambda e: e.index)
+
+
+def record_lines(entries: list[Entry], failures: list[dict[str, Any]]) -> bytes:
+    """A commit record: entries (manifest lines) and failures, in item order."""
+    rows = [asdict(e) for e in entries] + failures
+    rows.sort(key=lambda r: int(r["index"]))
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+
+
 class Ledger:
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
+    def __init__(self, store: ObjectStore, threads: int = 16) -> None:
+        self.store, self.threads = store, threads
 
     def claim(self, job: JobConfig, detail: dict[str, Any]) -> None:
         """Record which job owns the prefix, or refuse when another job's outputs are there."""
@@ -106,29 +132,45 @@ class Ledger:
             f"(different {', '.join(changed) or 'spec'}); its items would mix with this job's. "
             "Use a new output.uri, or delete that prefix to start over")
 
+    def write_record(self, writer: str, entries: list[Entry], failures: list[dict[str, Any]]) -> None:
+        """Commit `entries` (their objects are already durable) and record `failures`, in one object."""
+        self.store.put(f"{COMMITS}/{writer}.jsonl", record_lines(entries, failures))
+
+    def state(self) -> LedgerState:
+        """Every record, read in parallel: O(records) requests, plus the per-item objects of an old ledger."""
+        state = LedgerState(entries={}, failures={})
+        names = sorted(self.store.list(COMMITS))
+        for data in self._read_all([f"{COMMITS}/{n}" for n in names]):
+            for line in data.splitlines():
+                row = json.loads(line)
+                if "error" in row:
+                    state.failures[str(row["id"])] = row
+                else:
+                    state.entries.setdefault(str(row["id"]), Entry(**row))
+        for data in self._read_all([f"{LEGACY_ITEMS}/{n}" for n in self.store.list(LEGACY_ITEMS)]):
+            row = json.loads(data)
+            state.entries.setdefault(str(row["id"]), Entry(**row))
+        for data in self._read_all([f"{LEGACY_FAILED}/{n}" for n in self.store.list(LEGACY_FAILED)]):
+            row = json.loads(data)
+            state.failures.setdefault(str(row["id"]), row)
+        return state
+
+    def _read_all(self, keys: list[str]) -> list[bytes]:
+        if len(keys) < 2:
+            return [self.store.get(k) for k in keys]
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            return list(pool.map(self.store.get, keys))
+
     def committed(self) -> set[str]:
-        return {name.removesuffix(".json") for name in self.store.list(ITEMS)}
+        return set(self.state().entries)
 
     def failed(self) -> set[str]:
         """Items whose last attempt failed and that no later attempt committed."""
-        return {name.removesuffix(".json") for name in self.store.list(FAILED)} - self.committed()
+        return self.state().failed()
 
-    def commit(self, entry: Entry) -> None:
-        self.store.put(f"{ITEMS}/{entry.id}.json", json.dumps(asdict(entry), sort_keys=True).encode())
-
-    def fail(self, item: Item, error: str, rank: int, attempt: int) -> None:
-        record = {"id": item.id, "index": item.index, "error": error, "rank": rank, "attempt": attempt}
-        self.store.put(f"{FAILED}/{item.id}.json", json.dumps(record, sort_keys=True).encode())
-
-    def failure(self, item_id: str) -> dict[str, Any]:
-        return dict(json.loads(self.store.get(f"{FAILED}/{item_id}.json")))
-
-    def entries(self, threads: int = 16) -> list[Entry]:
-        """Every committed entry, sorted by item index (read in parallel: one small object each)."""
-        names = self.store.list(ITEMS)
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            raw = list(pool.map(lambda n: json.loads(self.store.get(f"{ITEMS}/{n}")), names))
-        return sorted((Entry(**r) for r in raw), key=lambda e: e.index)
+    def entries(self) -> list[Entry]:
+        """Every committed entry, sorted by item index."""
+        return self.state().sorted_entries()
 
     def mark_planned(self, run_id: str) -> None:
         self.store.put(f"{PLANS}/{run_id}", b"planned")
@@ -137,14 +179,38 @@ class Ledger:
         return self.store.exists(f"{PLANS}/{run_id}")
 
     def mark_done(self, run_id: str, rank: int) -> None:
-        self.store.put(f"{RUNS}/{run_id}/{rank}", b"done")
+        self.store.put(f"{RUNS}/{run_id}/done/{rank}", b"done")
 
     def done_ranks(self, run_id: str) -> int:
-        return len(self.store.list(f"{RUNS}/{run_id}"))
+        return len(self.store.list(f"{RUNS}/{run_id}/done"))
+
+    def write_counts(self, run_id: str, rank: int, succeeded: int, failed: int) -> None:
+        """This rank's items committed and failed in this run (the progress reporter adds them up)."""
+        body = json.dumps({"succeeded": succeeded, "failed": failed}).encode()
+        self.store.put(f"{RUNS}/{run_id}/counts/{rank}", body)
+
+    def counts(self, run_id: str, world_size: int) -> tuple[int, int]:
+        """(succeeded, failed) in this run over all ranks: one small read per rank, whatever the item count."""
+        succeeded = failed = 0
+        for data in self._read_all_present([f"{RUNS}/{run_id}/counts/{r}" for r in range(world_size)]):
+            row = json.loads(data)
+            succeeded, failed = succeeded + int(row["succeeded"]), failed + int(row["failed"])
+        return succeeded, failed
+
+    def _read_all_present(self, keys: list[str]) -> list[bytes]:
+        def read(key: str) -> bytes | None:
+            try:
+                return self.store.get(key)
+            except FileNotFoundError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=min(self.threads, max(len(keys), 1))) as pool:
+            return [d for d in pool.map(read, keys) if d is not None]
 
     def write_manifest(self, entries: list[Entry]) -> None:
-        lines = "".join(json.dumps(asdict(e), sort_keys=True) + "\n" for e in entries)
-        self.store.put(MANIFEST, lines.encode())
+        """One line per committed item, in index order, streamed (no second copy of the whole file)."""
+        self.store.put_stream(MANIFEST, lambda: (json.dumps(asdict(e), sort_keys=True).encode() + b"\n"
+                                                 for e in entries))
 
     def write_success(self, summary: dict[str, Any]) -> None:
         self.store.put(SUCCESS, json.dumps(summary, indent=1, sort_keys=True).encode())

@@ -1,6 +1,8 @@
-"""Progress: counts from the ledger (the durable truth, no collectives in the hot loop), reported at a bounded rate.
+"""Progress: counts the ranks publish (no listing of the ledger, no collectives in the hot loop), at a bounded rate.
 
-A background thread lists the ledger every few seconds, logs a tqdm-style line (done/total, items/s,
+Each rank writes its own counts of committed and failed items with each commit record
+(`Ledger.write_counts`); a background thread adds them up every few seconds (one small read per rank,
+whatever the number of items), logs a tqdm-style line (done/total, items/s,
 ETA) and, on global rank 0 in a pod, patches ConfigMap `<job>-progress` with the contract of
 `kubeinfer_api.progress`. Phase changes are reported at once. API errors are logged, never raised:
 progress must not fail a job.
@@ -12,11 +14,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from kubeinfer_api import progress as contract
 from kubeinfer_api.status import OutputStatus
-from kubeinfer_runtime.ledger import Ledger
 
 log = logging.getLogger("kubeinfer.progress")
 INTERVAL_S = 5.0
@@ -71,9 +73,9 @@ def progress_line(done: int, total: int, rate: float, eta: int | None, failed: i
 class Reporter:
     """Owns the current phase and counts; a daemon thread refreshes them every `interval` seconds."""
 
-    def __init__(self, ledger: Ledger, attempt: int, sink: Sink | None, log_lines: bool = True,
-                 interval: float = INTERVAL_S) -> None:
-        self.ledger, self.sink, self.log_lines, self.interval = ledger, sink, log_lines, interval
+    def __init__(self, attempt: int, sink: Sink | None, log_lines: bool = True, interval: float = INTERVAL_S) -> None:
+        self.sink, self.log_lines, self.interval = sink, log_lines, interval
+        self.counts: Callable[[], tuple[int, int]] | None = None  # this run's (succeeded, failed), all ranks
         self.report = contract.Progress(attempt=attempt, phase="starting")
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -93,10 +95,17 @@ class Reporter:
                 self.started = (time.monotonic(), self.report.skipped)
         self.publish()
 
+    def track(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Count with `counts`: this run's items (succeeded, failed); the earlier runs' are `skipped`."""
+        self.counts = counts
+
     def refresh(self) -> None:
-        """Counts from the ledger listing (rate over this attempt's own commits)."""
-        committed, failed = len(self.ledger.committed()), len(self.ledger.failed())
+        """Counts from the ranks' published counters (rate over this attempt's own commits)."""
+        if self.counts is None:
+            return
+        succeeded, failed = self.counts()
         with self.lock:
+            committed = self.report.skipped + succeeded
             rate, eta = 0.0, None
             if self.started is not None:
                 elapsed = max(time.monotonic() - self.started[0], 1e-3)
@@ -117,7 +126,7 @@ class Reporter:
         try:
             self.refresh()
         except Exception as err:  # storage gone: report what we have
-            log.warning("progress: cannot read the ledger: %s", err)
+            log.warning("progress: cannot read the counts: %s", err)
         self.set(phase=phase, message=message[-2000:], **({"output": output} if output else {}))
         self._log()
 
@@ -126,7 +135,7 @@ class Reporter:
             try:
                 self.refresh()
             except Exception as err:  # a storage hiccup must not kill progress
-                log.warning("progress: cannot read the ledger: %s", err)
+                log.warning("progress: cannot read the counts: %s", err)
                 continue
             self.publish()
             if self.report.phase == "running":

@@ -1,6 +1,6 @@
 """One torchrun process: the path of a job through one rank (`python -m kubeinfer_runtime.rank`).
 
-join the group → rank 0 reads the items, claims the output prefix and lists what is committed, and
+join the group → rank 0 reads the items, claims the output prefix and reads the commit records, and
 every rank receives the same pending list (one broadcast, before any compute) → fetch the model →
 resolve `auto` → load the strategy → compute, with commits in background threads → mark this rank
 done → rank 0 waits for every rank's marker and writes manifest.jsonl, the contact sheet and _SUCCESS.
@@ -25,9 +25,9 @@ from kubeinfer_runtime.contactsheet import contact_sheet
 from kubeinfer_runtime.distributed import init_distributed, shutdown_distributed
 from kubeinfer_runtime.inputs import load_items
 from kubeinfer_runtime.launch import RUN_DIR_ENV
-from kubeinfer_runtime.ledger import MANIFEST, Ledger, fingerprint
+from kubeinfer_runtime.ledger import MANIFEST, Ledger, LedgerState, fingerprint
 from kubeinfer_runtime.modelstore import check_model, fetch_model
-from kubeinfer_runtime.outputs import Committer
+from kubeinfer_runtime.outputs import Committer, record_limits
 from kubeinfer_runtime.progress import Reporter, configmap_sink
 from kubeinfer_runtime.startup import Collector, StartupClock, set_clock
 from kubeinfer_runtime.storage import ObjectStore
@@ -50,6 +50,11 @@ class Work:
     total: int
     run_id: str
     fingerprint: str
+    skip: frozenset[str] = frozenset()  # committed before, recomputed only to keep their batch whole
+
+    @property
+    def to_do(self) -> int:
+        return len(self.pending) - len(self.skip)
 
 
 @dataclass
@@ -62,16 +67,29 @@ class Job:
     reporter: Reporter
 
 
+def batch_window(config: JobConfig) -> int:
+    """Items [k*w, (k+1)*w) share a batch, whoever computes them and whatever was done before."""
+    spec = config.spec
+    return spec.strategy.batch_size if spec.task.type == "text-to-image" else 1
+
+
 def plan_work(config: JobConfig, ledger: Ledger) -> Work:
-    """Rank 0: the items, the claim on the output prefix, and the items still to do."""
+    """Rank 0: the items, the claim on the output prefix, and the batches still to do.
+
+    A batch with any uncommitted item is computed whole (its committed items are not written again),
+    so an item's batch-mates, and so its output, never depend on what an earlier attempt finished.
+    """
     items = load_items(config.spec)
     detail = fingerprint(config, items)
     ledger.claim(config, detail)
-    committed = ledger.committed()
-    pending = [item for item in items if item.id not in committed]
+    committed = set(ledger.state().entries)
+    window = batch_window(config)
+    open_batches = {item.index // window for item in items if item.id not in committed}
+    pending = [item for item in items if item.index // window in open_batches]
+    skip = frozenset(item.id for item in pending if item.id in committed)
     run_id = uuid.uuid4().hex[:12]
     ledger.mark_planned(run_id)
-    return Work(pending=pending, total=len(items), run_id=run_id, fingerprint=detail["fingerprint"])
+    return Work(pending=pending, total=len(items), run_id=run_id, fingerprint=detail["fingerprint"], skip=skip)
 
 
 def share_work(job: Job) -> Work:
@@ -124,7 +142,8 @@ def compute(job: Job, work: Work) -> None:
     strategy.load()
     startup.mark("load")
     job.reporter.set(phase="running")
-    committer = Committer(job.store, job.ledger, output_format(spec), dist.rank, job.attempt)
+    committer = Committer(job.store, job.ledger, output_format(spec), dist.rank, job.attempt, run_id=work.run_id,
+                          skip=work.skip, **record_limits())
     try:
         for count, result in enumerate(strategy.run(work.pending)):
             if count == 0:
@@ -157,10 +176,10 @@ def finalize(job: Job, work: Work) -> None:
     """Rank 0: decide with successPolicy, then manifest, contact sheet and finally _SUCCESS (or _FAILED)."""
     job.reporter.set(phase="finalizing")
     wait_for_ranks(job, work)
-    entries = job.ledger.entries()
-    committed = {e.id for e in entries}
-    failed = sorted(job.ledger.failed())
-    missing = sorted({i.id for i in work.pending} - committed - set(failed))
+    state = job.ledger.state()
+    entries = state.sorted_entries()
+    failed = sorted(state.failed())
+    missing = sorted(i.id for i in work.pending if i.id not in state.entries and i.id not in state.failures)
     if missing:  # no outcome marker: a restart computes them
         raise RuntimeError(f"{len(missing)} items got no result from any rank (first: {missing[0]}); this is a bug")
     job.ledger.write_manifest(entries)
@@ -173,7 +192,7 @@ def finalize(job: Job, work: Work) -> None:
                "objects": output.objects, "bytes": output.bytes}
     needed = spec.success_policy.min_succeeded_ratio
     if work.total and len(entries) / work.total < needed:
-        message = failure_message(job, len(entries), work.total, failed, needed)
+        message = failure_message(state, len(entries), work.total, failed, needed)
         # The job has an outcome: the workers idle and the operator fails it (TooManyFailedItems).
         job.ledger.write_unsuccessful({**summary, "error": message})
         job.reporter.close("complete", message=message, output=output)
@@ -185,8 +204,8 @@ def finalize(job: Job, work: Work) -> None:
     log.info("complete: %d of %d items in %s", len(entries), work.total, job.store.url())
 
 
-def failure_message(job: Job, succeeded: int, total: int, failed: list[str], needed: float) -> str:
-    first = job.ledger.failure(failed[0]) if failed else {}
+def failure_message(state: LedgerState, succeeded: int, total: int, failed: list[str], needed: float) -> str:
+    first = state.failures[failed[0]] if failed else {}
     return (f"{len(failed)} of {total} items failed, {succeeded} succeeded; successPolicy.minSucceededRatio "
             f"is {needed}. First failure: item {first.get('id')}: {first.get('error')}")
 
@@ -199,7 +218,7 @@ def run(config: JobConfig, attempt: int) -> None:
     store = ObjectStore(config.spec.output.uri, endpoint_url=config.spec.output.endpoint_url)
     ledger = Ledger(store)
     sink = configmap_sink(config.name, config.namespace) if dist.rank == 0 else None
-    reporter = Reporter(ledger, attempt, sink, log_lines=dist.local_rank == 0)
+    reporter = Reporter(attempt, sink, log_lines=dist.local_rank == 0)
     job = Job(config, dist, store, ledger, attempt, reporter)
     clock = set_clock(StartupClock(dist.rank, attempt, store))
     collector = Collector(store, attempt, dist.world_size, reporter) if dist.rank == 0 else None
@@ -210,10 +229,11 @@ def run(config: JobConfig, attempt: int) -> None:
         startup.mark("rendezvous")
         if collector is not None and work.pending:
             collector.start()
-        reporter.set(phase="loading", total=work.total, skipped=work.total - len(work.pending))
+        reporter.track(lambda: ledger.counts(work.run_id, dist.world_size))
+        reporter.set(phase="loading", total=work.total, skipped=work.total - work.to_do)
         if dist.rank == 0:
-            log.info("work: %d items, %d already committed, %d to do", work.total,
-                     work.total - len(work.pending), len(work.pending))
+            log.info("work: %d items, %d already committed, %d to do", work.total, work.total - work.to_do,
+                     work.to_do)
         if work.pending:
             compute(job, work)
             clock.finish()

@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 #: Env prefix under which the operator passes `model.credentialsSecret` (output credentials are unprefixed).
 MODEL_ENV_PREFIX = "KUBEINFER_MODEL_"
+STREAM_PART_BYTES = 64 << 20  # multipart part size of streamed writes (manifest.jsonl)
 
 
 class StorageError(RuntimeError):
@@ -138,6 +139,21 @@ class ObjectStore:
         else:
             self.call(f"write {key}", lambda: self.fs.pipe_file(self.path(key), data))
 
+    def put_stream(self, key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
+        """Write one object from chunks (a multipart upload on S3): whole or not at all, never all in memory.
+
+        `chunks` is called again for a retry.
+        """
+        def write() -> None:
+            if self.local:
+                _atomic_write_chunks(Path(self.path(key)), chunks())
+                return
+            with self.fs.open(self.path(key), "wb", block_size=STREAM_PART_BYTES) as out:
+                for chunk in chunks():
+                    out.write(chunk)
+
+        self.call(f"write {key}", write)
+
     def get(self, key: str) -> bytes:
         return bytes(self.call(f"read {key}", lambda: self.fs.cat_file(self.path(key))))
 
@@ -180,6 +196,15 @@ class ObjectStore:
                 log.warning("storage: %s failed (%s: %s); retry in %.1f s", what, type(err).__name__, err, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+
+def _atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+    os.replace(tmp, path)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -40,8 +40,10 @@ def kubeinfer(*args: str, env: dict[str, str] | None = None, timeout: int = 400,
     return subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def reference_pngs(model_dir: Path, prompts: list[str], seed: int, params: dict[str, Any]) -> list[bytes]:
-    """What a user gets calling diffusers directly: one image per prompt, generator seeded with seed + index."""
+def reference_pngs(model_dir: Path, prompts: list[str], seed: int, params: dict[str, Any],
+                   batch: int = 1) -> list[bytes]:
+    """What a user gets calling diffusers directly: prompts [k*batch, (k+1)*batch) in one call, each image's
+    generator seeded with seed + index."""
     import io
 
     import torch
@@ -53,13 +55,16 @@ def reference_pngs(model_dir: Path, prompts: list[str], seed: int, params: dict[
         pipe = FluxPipeline.from_pretrained(model_dir, dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         out = []
-        for index, prompt in enumerate(prompts):
+        for start in range(0, len(prompts), batch):
+            indices = range(start, min(start + batch, len(prompts)))
             with torch.inference_mode():
-                image = pipe(prompt=[prompt], generator=[torch.Generator("cpu").manual_seed(seed + index)],
-                             **params).images[0]
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            out.append(buffer.getvalue())
+                images = pipe(prompt=[prompts[i] for i in indices],
+                              generator=[torch.Generator("cpu").manual_seed(seed + i) for i in indices],
+                              **params).images
+            for image in images:
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                out.append(buffer.getvalue())
         return out
     finally:
         torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""Progress: counts from the ledger, phases published at once, the operator's contract, never fatal."""
+"""Progress: counts the ranks publish, phases published at once, the operator's contract, never fatal."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from kubeinfer_api import progress as contract
-from kubeinfer_runtime.ledger import Entry, Ledger
+from kubeinfer_runtime.ledger import Ledger
 from kubeinfer_runtime.progress import Reporter, configmap_sink, progress_line
 from kubeinfer_runtime.storage import ObjectStore
-from kubeinfer_runtime.strategies.base import Item
 
 
 class Collect:
@@ -23,22 +22,16 @@ class Collect:
         self.reports.append(report)
 
 
-def commit(ledger: Ledger, index: int) -> None:
-    ledger.commit(Entry(id=f"{index:05d}", index=index, key=f"items/{index:05d}.png", bytes=1, sha256="x",
-                        seed=index, rank=0, attempt=0, seconds=0.1))
-
-
-def test_reports_phases_at_once_and_counts_from_the_ledger(tmp_path: Path) -> None:
+def test_reports_phases_at_once_and_counts_what_the_ranks_publish(tmp_path: Path) -> None:
     ledger = Ledger(ObjectStore(str(tmp_path)))
     sink = Collect()
-    reporter = Reporter(ledger, attempt=2, sink=sink, interval=3600)  # no background refresh in this test
+    reporter = Reporter(attempt=2, sink=sink, interval=3600)  # no background refresh in this test
     reporter.start()
-    reporter.set(phase="loading", total=4, skipped=1)
-    commit(ledger, 0)  # committed by an earlier attempt
+    reporter.track(lambda: ledger.counts("run", world_size=2))
+    reporter.set(phase="loading", total=4, skipped=1)  # one item committed by an earlier attempt
     reporter.set(phase="running")
-    commit(ledger, 1)
-    commit(ledger, 2)
-    ledger.fail(Item(index=3, id="00003", prompt="p", seed=3), "ValueError: x", rank=1, attempt=2)
+    ledger.write_counts("run", 0, succeeded=2, failed=0)
+    ledger.write_counts("run", 1, succeeded=0, failed=1)
     reporter.refresh()
     reporter.publish()
     assert [r.phase for r in sink.reports] == ["starting", "loading", "running", "running"]

@@ -1,4 +1,4 @@
-"""Resume: kill a worker process mid-run, lose a ledger entry, run again: every item exactly once, same bytes."""
+"""Resume: kill a worker process mid-run, lose a commit record, run again: every item exactly once, same bytes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from run_harness import kubeinfer, manifest, reference_pngs, write
 
 from kubeinfer_runtime.ledger import Ledger
+from kubeinfer_runtime.outputs import RECORD_ITEMS_ENV
 from kubeinfer_runtime.storage import ObjectStore
 
 pytest_plugins = ["s3_fixtures"]
@@ -28,13 +29,13 @@ def rank_processes(root: Any) -> list[psutil.Process]:
             if "kubeinfer_runtime.rank" in " ".join(p.cmdline())]
 
 
-def kill_a_rank_after(root: Any, ledger: Ledger, committed: int, timeout_s: float = 300) -> int:
-    """SIGKILL one rank once `committed` items are in the ledger; returns how many there were."""
+def kill_a_rank_after(root: Any, ledger: Ledger, committed: int, rank: int, timeout_s: float = 300) -> int:
+    """SIGKILL `rank` once `committed` items are in the ledger; returns how many there were."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and root.poll() is None:
         done = len(ledger.committed())
         if done >= committed:
-            victim = rank_processes(root)[-1]
+            victim = next(p for p in rank_processes(root) if p.environ().get("RANK") == str(rank))
             victim.send_signal(signal.SIGKILL)
             return done
         time.sleep(0.2)
@@ -42,30 +43,45 @@ def kill_a_rank_after(root: Any, ledger: Ledger, committed: int, timeout_s: floa
                          f"{root.stdout.read() if root.poll() is not None else ''}")
 
 
+@pytest.mark.parametrize("batch", [1, 4])
 def test_killed_worker_resumes_with_every_item_exactly_once(flux_dir: Path, tmp_path: Path, s3_server: Any,
-                                                            s3_bucket: str) -> None:
-    uri = f"s3://{s3_bucket}/resume/"
-    job = write(tmp_path / "job.yaml", manifest("resume", str(flux_dir), {"prompts": PROMPTS}, PARAMS, seed=SEED))
+                                                            s3_bucket: str, batch: int) -> None:
+    """batchSize 4: a batch left half committed (a lost record) is computed whole again, so every image
+    equals diffusers called on the same four prompts; its committed items keep their first commit."""
+    uri = f"s3://{s3_bucket}/resume-{batch}/"
+    body = manifest("resume", str(flux_dir), {"prompts": PROMPTS}, PARAMS, seed=SEED,
+                    strategy={"type": "data", "batchSize": batch})
+    job = write(tmp_path / "job.yaml", body)
     store = ObjectStore(uri)
     ledger = Ledger(store)
-    first = kubeinfer("run", str(job), "--nproc", "2", "--output", uri, background=True)
-    killed_at = kill_a_rank_after(first, ledger, committed=2)
+    per_item = {RECORD_ITEMS_ENV: "1"}  # a record per item: the kill lands between records, even in a batch
+    first = kubeinfer("run", str(job), "--nproc", "2", "--output", uri, background=True, env=per_item)
+    # Rank 0 has the first 6 items (or batches 0 and 1 of 3), so it still has work after the first commits.
+    killed_at = kill_a_rank_after(first, ledger, committed=2, rank=0)
     log = first.communicate(timeout=300)[0]
     assert first.returncode != 0, "torchrun must fail when one of its processes is killed"
     assert killed_at < len(PROMPTS) and not store.exists("_SUCCESS"), log[-3000:]
-    # A crash between an object and its ledger entry: the object stays, the entry is lost.
-    lost = sorted(ledger.committed())[0]
+    # A crash between objects and their commit record: the objects stay, the record is lost.
     s3 = s3_server.client()
-    s3.delete_object(Bucket=s3_bucket, Key=f"resume/_ledger/items/{lost}.json")
+    records = s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"resume-{batch}/_ledger/commits/")["Contents"]
+    first_record = min(records, key=lambda o: o["Key"])
+    lost = {json.loads(line)["id"] for line in store.get(first_record["Key"].split("/", 1)[1]).splitlines()}
+    kept = {e.id: e for e in ledger.entries() if e.id not in lost}
+    assert len(lost) == 1 and (batch == 1 or any(int(i) // batch == int(next(iter(lost))) // batch for i in kept)), \
+        "the lost record must leave its batch half committed"
+    s3.delete_object(Bucket=s3_bucket, Key=first_record["Key"])
     committed_before = len(ledger.committed())
 
-    second = kubeinfer("run", str(job), "--nproc", "2", "--output", uri)
+    second = kubeinfer("run", str(job), "--nproc", "2", "--output", uri, env=per_item)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"12 items, {committed_before} already committed, {12 - committed_before} to do" in second.stderr
     entries = [json.loads(line) for line in store.get("manifest.jsonl").decode().splitlines()]
     assert [e["index"] for e in entries] == list(range(12)), "every item exactly once, in order"
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="resume/items/")["Contents"]]
-    assert sorted(keys) == [f"resume/items/{i:05d}.png" for i in range(12)], "no duplicate or stray objects"
-    reference = reference_pngs(flux_dir, PROMPTS, SEED, PARAMS)
+    assert {e["id"]: e["attempt"] for e in entries if e["id"] in kept} == {i: e.attempt for i, e in kept.items()}
+    assert {e["id"]: e["committed_at"] for e in entries if e["id"] in kept} == {
+        i: e.committed_at for i, e in kept.items()}, "items committed before the kill were committed again"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix=f"resume-{batch}/items/")["Contents"]]
+    assert sorted(keys) == [f"resume-{batch}/items/{i:05d}.png" for i in range(12)], "no duplicate or stray objects"
+    reference = reference_pngs(flux_dir, PROMPTS, SEED, PARAMS, batch=batch)
     got = [store.get(e["key"]) for e in entries]
-    assert [i for i in range(12) if got[i] != reference[i]] == [], "items differ from an uninterrupted run"
+    assert [i for i in range(12) if got[i] != reference[i]] == [], "items differ from diffusers called directly"

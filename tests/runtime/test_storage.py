@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from strategy_harness import free_port
 
+from kubeinfer_runtime import storage
 from kubeinfer_runtime.ledger import Ledger
 from kubeinfer_runtime.outputs import Committer, encode
 from kubeinfer_runtime.storage import ObjectStore, RetryPolicy, StorageError, gcs_options
@@ -78,7 +79,9 @@ def test_committer_writes_object_then_entry_and_records_failures(s3_server: Any,
         assert (entry.sha256, entry.bytes) == (hashlib.sha256(data).hexdigest(), len(data))
         assert (entry.rank, entry.attempt, entry.seed) == (1, 2, result.item.seed)
     assert ledger.failed() == {"00007"}
-    assert json.loads(store.get("_ledger/failed/00007.json"))["error"] == "ValueError: nope"
+    assert ledger.state().failures["00007"]["error"] == "ValueError: nope"
+    records = s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix="job/_ledger/commits/")["Contents"]
+    assert len(records) == 1, "eight items fit one commit record"
     keys = s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix="job/items/")["Contents"]
     assert len(keys) == 7
 
@@ -103,3 +106,14 @@ def test_gcs_key_comes_from_the_secret_and_the_model_store_may_differ(monkeypatc
         gcs_options()
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS_JSON")
     assert gcs_options() == {}, "without a key gcsfs falls back to Google's default credentials"
+
+
+def test_a_streamed_write_is_one_whole_object(s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """manifest.jsonl is streamed: on S3 a multipart upload (parts of the minimum 5 MiB), locally a rename."""
+    monkeypatch.setattr(storage, "STREAM_PART_BYTES", 5 << 20)
+    chunks = [bytes([i]) * (1 << 20) for i in range(12)]
+    for store in (ObjectStore(f"s3://{s3_bucket}/stream/"), ObjectStore(str(tmp_path))):
+        store.put_stream("big", lambda: iter(chunks))
+        assert store.get("big") == b"".join(chunks)
+        assert store.list("") == ["big"]
+    assert [p.name for p in tmp_path.iterdir()] == ["big"], "no temporary file left behind"

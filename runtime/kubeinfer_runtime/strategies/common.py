@@ -32,12 +32,14 @@ def item_parameters(task_parameters: dict[str, Any], item: Item) -> dict[str, An
 
 
 def make_batches(items: Sequence[Item], batch_size: int, task_parameters: dict[str, Any]) -> list[list[Item]]:
-    """Consecutive items, at most `batch_size`, sharing identical call parameters (one pipeline call each)."""
+    """Consecutive items of one global window [k*batch_size, (k+1)*batch_size) sharing identical call
+    parameters (one pipeline call each): a batch never depends on which items are still pending."""
     batches: list[list[Item]] = []
     for item in items:
         params = item_parameters(task_parameters, item)
         last = batches[-1] if batches else None
-        if last and len(last) < batch_size and item_parameters(task_parameters, last[0]) == params:
+        if (last and last[0].index // batch_size == item.index // batch_size
+                and item_parameters(task_parameters, last[0]) == params):
             last.append(item)
         else:
             batches.append([item])
