@@ -31,9 +31,9 @@ from kubeinfer_runtime.outputs import Committer, record_limits
 from kubeinfer_runtime.progress import Reporter, configmap_sink
 from kubeinfer_runtime.startup import Collector, StartupClock, set_clock
 from kubeinfer_runtime.storage import ObjectStore
-from kubeinfer_runtime.strategies import Item, RunContext, strategy_for
+from kubeinfer_runtime.strategies import Item, RunContext, echo_for_tests, strategy_for
 from kubeinfer_runtime.strategies.auto import resolve_strategy
-from kubeinfer_runtime.strategies.base import DistContext
+from kubeinfer_runtime.strategies.base import DistContext, Strategy
 
 log = logging.getLogger("kubeinfer")
 
@@ -128,8 +128,14 @@ def check_shared_output(job: Job, work: Work) -> None:
                          "volume mounted at the same path in every pod")
 
 
-def compute(job: Job, work: Work) -> None:
+def load_strategy(job: Job) -> Strategy:
+    """Fetch and check the model, resolve `auto`, load the strategy (or the test-only echo stand-in)."""
     spec, dist = job.config.spec, job.dist
+    if echo_for_tests.enabled():
+        strategy: Strategy = echo_for_tests.EchoForTests(
+            RunContext(job=job.config, dist=dist, model_dir=Path(), strategy=echo_for_tests.EchoForTests.name))
+        strategy.load()
+        return strategy
     model_dir = fetch_model(spec.model)
     startup.mark("fetch")
     check_model(model_dir, spec.model, spec.task.type)
@@ -141,7 +147,14 @@ def compute(job: Job, work: Work) -> None:
     strategy = strategy_for(name)(RunContext(job=job.config, dist=dist, model_dir=model_dir, strategy=name))
     strategy.load()
     startup.mark("load")
+    return strategy
+
+
+def compute(job: Job, work: Work) -> None:
+    spec, dist = job.config.spec, job.dist
+    strategy = load_strategy(job)
     job.reporter.set(phase="running")
+    began = time.perf_counter()
     committer = Committer(job.store, job.ledger, output_format(spec), dist.rank, job.attempt, run_id=work.run_id,
                           skip=work.skip, **record_limits())
     try:
@@ -151,7 +164,8 @@ def compute(job: Job, work: Work) -> None:
             committer.submit(result)
     finally:
         stats = committer.close()
-    log.info("rank %d: %d items committed, %d failed", dist.rank, stats.succeeded, stats.failed)
+    log.info("rank %d: %d items committed, %d failed in %.2f s", dist.rank, stats.succeeded, stats.failed,
+             time.perf_counter() - began)
 
 
 def quiet_progress_bars() -> None:
@@ -271,6 +285,7 @@ def main() -> None:
     configure_logging()
     try:
         run(load_job_config(), int(os.environ.get("KUBEINFER_ATTEMPT") or 0))
+        echo_for_tests.write_stats(int(os.environ.get("RANK", "0")))
     except BaseException as err:
         if not isinstance(err, KeyboardInterrupt):
             record_error(err)

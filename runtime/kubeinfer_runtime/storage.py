@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Storage operations of this process by (verb, "items" for item outputs else "ledger"), retries included.
+REQUESTS: Counter[tuple[str, str]] = Counter()
 
 #: Env prefix under which the operator passes `model.credentialsSecret` (output credentials are unprefixed).
 MODEL_ENV_PREFIX = "KUBEINFER_MODEL_"
@@ -176,7 +179,9 @@ class ObjectStore:
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one storage operation with the retry policy; raise StorageError with the field when it fails."""
         started = time.monotonic()
+        verb, _, key = what.partition(" ")
         for attempt in range(self.retry.attempts):
+            REQUESTS[verb, "items" if key.startswith("items/") else "ledger"] += 1
             try:
                 return fn()
             except FileNotFoundError as err:

@@ -25,10 +25,15 @@ def cp_spec(nproc: int, **context: Any) -> dict[str, Any]:
 def reference(model_dir: Path, items: list[dict[str, Any]]) -> dict[int, np.ndarray]:
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(model_dir, dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return {i["index"]: pipe(prompt=[i["prompt"]], generator=[torch.Generator().manual_seed(i["seed"])],
-                             output_type="np", **IMAGE_PARAMS).images[0] for i in items}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ranks run with OMP_NUM_THREADS=1; the deviceMap test compares bit for bit
+    try:
+        pipe = DiffusionPipeline.from_pretrained(model_dir, dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        return {i["index"]: pipe(prompt=[i["prompt"]], generator=[torch.Generator().manual_seed(i["seed"])],
+                                 output_type="np", **IMAGE_PARAMS).images[0] for i in items}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def assert_close(got: dict[int, tuple[Any, str | None]], want: dict[int, np.ndarray]) -> None:

@@ -1,12 +1,10 @@
 """What a job's ledger holds, read through the runtime's own Ledger (the way a resume reads it).
 
 Used to prove that items committed before a disruption were not computed again: each keeps the
-attempt, rank and bytes it was first committed with. Reads the per-item ledger or the chunked one.
+attempt, rank and bytes it was first committed with.
 """
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -21,10 +19,7 @@ def committed(cluster: Cluster, manifest: Manifest, monkeypatch: pytest.MonkeyPa
     for key, value in cluster.backend.s3_host_env().items():
         monkeypatch.setenv(key, value)
     ledger = Ledger(ObjectStore(manifest["spec"]["output"]["uri"]))
-    if hasattr(ledger, "entries"):  # one ledger entry per item
-        return {e.id: (e.attempt, e.rank, e.sha256) for e in ledger.entries()}
-    lines = [json.loads(line) for record in ledger.read_records(ledger.recorded()) for line in record.lines]
-    return {str(e["id"]): (int(e["attempt"]), int(e["rank"]), str(e["sha256"])) for e in lines}
+    return {e.id: (e.attempt, e.rank, e.sha256) for e in ledger.entries()}
 
 
 def final(entries: dict[str, Manifest]) -> Committed:
