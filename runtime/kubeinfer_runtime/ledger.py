@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from kubeinfer_api.jobconfig import JobConfig
@@ -62,6 +63,14 @@ class Entry:
     seconds: float
     prompt: str = ""
     committed_at: float = 0.0  # unix time the entry was written (the object is already durable)
+
+
+ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+
+
+def entry_line(entry: Entry) -> bytes:
+    """The manifest line of an entry (`dataclasses.asdict` deep-copies: 5x slower at a million entries)."""
+    return json.dumps({name: getattr(entry, name) for name in ENTRY_FIELDS}, sort_keys=True).encode() + b"\n"
 
 
 def item_key(item_id: str, fmt: str) -> str:
@@ -104,9 +113,16 @@ class LedgerState:
 
 def record_lines(entries: list[Entry], failures: list[dict[str, Any]]) -> bytes:
     """A commit record: entries (manifest lines) and failures, in item order."""
-    rows = [asdict(e) for e in entries] + failures
-    rows.sort(key=lambda r: int(r["index"]))
-    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    rows = [(e.index, entry_line(e)) for e in entries]
+    rows += [(int(f["index"]), json.dumps(f, sort_keys=True).encode() + b"\n") for f in failures]
+    rows.sort(key=lambda r: r[0])
+    return b"".join(line for _, line in rows)
+
+
+def batched_lines(entries: list[Entry], per_chunk: int = 4096) -> Iterator[bytes]:
+    """Manifest lines joined a few thousand at a time (one write call each, not one per line)."""
+    for start in range(0, len(entries), per_chunk):
+        yield b"".join(entry_line(e) for e in entries[start:start + per_chunk])
 
 
 class Ledger:
@@ -209,8 +225,7 @@ class Ledger:
 
     def write_manifest(self, entries: list[Entry]) -> None:
         """One line per committed item, in index order, streamed (no second copy of the whole file)."""
-        self.store.put_stream(MANIFEST, lambda: (json.dumps(asdict(e), sort_keys=True).encode() + b"\n"
-                                                 for e in entries))
+        self.store.put_stream(MANIFEST, lambda: batched_lines(entries))
 
     def write_success(self, summary: dict[str, Any]) -> None:
         self.store.put(SUCCESS, json.dumps(summary, indent=1, sort_keys=True).encode())

@@ -51,10 +51,40 @@ class Work:
     run_id: str
     fingerprint: str
     skip: frozenset[str] = frozenset()  # committed before, recomputed only to keep their batch whole
+    window: int = 1  # items [k*window, (k+1)*window) are one batch
 
     @property
     def to_do(self) -> int:
         return len(self.pending) - len(self.skip)
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """Work, compactly, as rank 0 broadcasts it: the open batch windows as ranges, not the items."""
+
+    total: int
+    run_id: str
+    fingerprint: str
+    skip: frozenset[str]
+    window: int
+    open_windows: list[tuple[int, int]]  # [first, last + 1) ranges of window numbers
+
+    @classmethod
+    def of(cls, work: Work) -> Announcement:
+        ranges: list[tuple[int, int]] = []
+        for number in sorted({item.index // work.window for item in work.pending}):
+            if ranges and ranges[-1][1] == number:
+                ranges[-1] = (ranges[-1][0], number + 1)
+            else:
+                ranges.append((number, number + 1))
+        return cls(work.total, work.run_id, work.fingerprint, work.skip, work.window, ranges)
+
+    def work(self, items: list[Item]) -> Work:
+        """The same Work on this rank, from its own copy of the items."""
+        pending = [item for first, end in self.open_windows
+                   for item in items[first * self.window:end * self.window]]
+        return Work(pending=pending, total=self.total, run_id=self.run_id, fingerprint=self.fingerprint,
+                    skip=self.skip, window=self.window)
 
 
 @dataclass
@@ -73,13 +103,13 @@ def batch_window(config: JobConfig) -> int:
     return spec.strategy.batch_size if spec.task.type == "text-to-image" else 1
 
 
-def plan_work(config: JobConfig, ledger: Ledger) -> Work:
+def plan_work(config: JobConfig, ledger: Ledger, items: list[Item] | None = None) -> Work:
     """Rank 0: the items, the claim on the output prefix, and the batches still to do.
 
     A batch with any uncommitted item is computed whole (its committed items are not written again),
     so an item's batch-mates, and so its output, never depend on what an earlier attempt finished.
     """
-    items = load_items(config.spec)
+    items = load_items(config.spec) if items is None else items
     detail = fingerprint(config, items)
     ledger.claim(config, detail)
     committed = set(ledger.state().entries)
@@ -89,17 +119,21 @@ def plan_work(config: JobConfig, ledger: Ledger) -> Work:
     skip = frozenset(item.id for item in pending if item.id in committed)
     run_id = uuid.uuid4().hex[:12]
     ledger.mark_planned(run_id)
-    return Work(pending=pending, total=len(items), run_id=run_id, fingerprint=detail["fingerprint"], skip=skip)
+    return Work(pending=pending, total=len(items), run_id=run_id, fingerprint=detail["fingerprint"], skip=skip,
+                window=window)
 
 
 def share_work(job: Job) -> Work:
-    """Rank 0 plans and broadcasts; a planning error reaches every rank, so none waits forever."""
+    """Rank 0 plans and broadcasts the open windows (not the items: every rank reads its own copy, so the
+    broadcast stays small at a million items); a planning error reaches every rank, so none waits forever."""
     import torch.distributed as dist
 
-    planned: Work | str
+    work: Work | None = None
+    planned: Announcement | str = ""
     if job.dist.rank == 0:
         try:
-            planned = plan_work(job.config, job.ledger)
+            work = plan_work(job.config, job.ledger)
+            planned = Announcement.of(work)
         except Exception as err:
             planned = f"{type(err).__name__}: {err}"
     if job.dist.world_size > 1:
@@ -108,8 +142,10 @@ def share_work(job: Job) -> Work:
         planned = box[0]  # type: ignore[assignment]
     if isinstance(planned, str):
         raise RuntimeError(planned if job.dist.rank == 0 else f"rank 0 failed to plan the work: {planned}")
-    check_shared_output(job, planned)
-    return planned
+    if work is None:
+        work = planned.work(load_items(job.config.spec))
+    check_shared_output(job, work)
+    return work
 
 
 def check_shared_output(job: Job, work: Work) -> None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from kubeinfer_api.jobconfig import JobConfig
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One unit of work. `index` is its global position; `id` names its output; `seed` = task.seed + index."""
 
