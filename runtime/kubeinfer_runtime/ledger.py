@@ -171,11 +171,15 @@ class Ledger:
             state.failures.setdefault(str(row["id"]), row)
         return state
 
-    def _read_all(self, keys: list[str]) -> list[bytes]:
+    def _read_all(self, keys: list[str]) -> Iterator[bytes]:
+        """The objects in order, read `threads` at a time and a few rounds ahead (not all held at once)."""
         if len(keys) < 2:
-            return [self.store.get(k) for k in keys]
+            yield from (self.store.get(k) for k in keys)
+            return
+        ahead = self.threads * 4
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            return list(pool.map(self.store.get, keys))
+            for start in range(0, len(keys), ahead):
+                yield from pool.map(self.store.get, keys[start:start + ahead])
 
     def committed(self) -> set[str]:
         return set(self.state().entries)
