@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -460,6 +461,29 @@ def test_crashed_agent_leaves_pods_until_cleanup(
     finally:
         agent.stop()
         core.delete_node("na-crash")
+
+
+def test_agent_shutdown_fails_its_pods_like_a_node_shutdown(
+    control_plane: ControlPlane, api_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    """A pod whose process exited 0 because its node went away is Failed/Terminated, not Completed: its
+    Deployment must replace it (`make dev-cluster-down` then `up` waited for such a pod before)."""
+    core: Any = client.CoreV1Api(api_client)
+    node = f"na-down-{uuid.uuid4().hex[:5]}"
+    agent = NodeAgentProcess(control_plane.admin_kubeconfig, [node], tmp_path, api_port=control_plane.api_port)
+    try:
+        agent.start()
+        script = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); " \
+                 "print('up', flush=True); time.sleep(3600)"
+        core.create_namespaced_pod(namespace, pool_pod("served", script, nodeName=node, restartPolicy="Always"))
+        wait_for(lambda: "up" in _log(agent, namespace, "served"), "served to start", 60)
+        agent.stop()
+        status = _read(core, namespace, "served").status
+        assert (status.phase, status.reason) == ("Failed", "Terminated"), status
+        assert status.container_statuses[0].state.terminated.exit_code == 0
+    finally:
+        agent.stop()
+        core.delete_node(node)
 
 
 def _ready(conditions: Any) -> str:

@@ -117,9 +117,12 @@ class Cluster:
         self.wait_operator_running()
 
     def operator_pod(self) -> Manifest | None:
+        """The newest operator pod that is neither deleted nor finished (after `make dev-cluster-down` and
+        up, the pods of the earlier run are still listed, Failed)."""
         pods = self.items("pods", OPERATOR_NAMESPACE, "app.kubernetes.io/name=kubeinfer")
-        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-        return live[0] if live else None
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
+                and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+        return max(live, key=lambda p: p["metadata"]["creationTimestamp"]) if live else None
 
     def wait_operator_running(self, timeout: float = 120) -> Manifest:
         def running() -> Manifest | None:

@@ -277,10 +277,13 @@ class Agent:
             for runner in self.runners.values():
                 runner.reap()
             time.sleep(0.1)
-        shutdown_reason = {"reason": "Terminated", "message": "Pod was terminated in response to node agent shutdown."}
+        # kubelet's graceful node shutdown: the pod is Failed/Terminated whatever its exit codes, so its
+        # controller replaces it (a Deployment's pod must not end Completed, which nothing restarts).
+        shutdown = {"phase": "Failed", "reason": "Terminated",
+                    "message": "Pod was terminated in response to node agent shutdown."}
         for runner in list(self.runners.values()):
             try:
-                self._put_status(runner, {**runner.status(), **shutdown_reason})
+                self._put_status(runner, {**runner.status(), **shutdown})
             except Exception as err:
                 log.warning("%s: final status: %s", runner.key, err)
             runner.release()
