@@ -41,9 +41,16 @@ ENTRYPOINT = ["--entrypoint", 'echoer=["python", "-c", "import sys; print(*sys.a
 POOL = {"kubeinfer-e2e/pool": "node-agent-tests"}
 
 
+#: This module's nodes are tainted from their registration on, so the session's jobs never land on them
+#: (a job's worker on a node this module then stops would fail the job).
+TAINT = [{"key": "kubeinfer-e2e/pool", "operator": "Equal", "value": "node-agent-tests", "effect": "NoSchedule"}]
+OWN_NODES = ("--register-with-taints", "kubeinfer-e2e/pool=node-agent-tests:NoSchedule")
+
+
 def pool_pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
-    """`python_pod` on this module's nodes (unless it names its node)."""
-    return python_pod(name, script, **({} if "nodeName" in spec else {"nodeSelector": POOL}), **spec)
+    """`python_pod` on this module's nodes (unless it names its node), tolerating their taint."""
+    return python_pod(name, script, **({} if "nodeName" in spec else {"nodeSelector": POOL}), tolerations=TAINT,
+                      **spec)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,8 @@ def agents(
         for node in NODES:
             agent = NodeAgentProcess(
                 control_plane.admin_kubeconfig, [node], workdir, api_port=control_plane.api_port,
-                extra_args=[*ENTRYPOINT, *(arg for k, v in POOL.items() for arg in ("--label", f"{k}={v}"))],
+                extra_args=[*ENTRYPOINT, *OWN_NODES,
+                            *(arg for k, v in POOL.items() for arg in ("--label", f"{k}={v}"))],
             )
             started.append(agent.start())
         yield started
@@ -442,7 +450,8 @@ def test_crashed_agent_leaves_pods_until_cleanup(
     control_plane: ControlPlane, api_client: Any, namespace: str, tmp_path: Path
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
-    agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-crash"], tmp_path, api_port=control_plane.api_port)
+    agent = NodeAgentProcess(control_plane.admin_kubeconfig, ["na-crash"], tmp_path, api_port=control_plane.api_port,
+                             extra_args=OWN_NODES)
     try:
         agent.start()
         pod = pool_pod("orphan", "import time; print('up', flush=True); time.sleep(3600)", nodeName="na-crash")
@@ -470,7 +479,8 @@ def test_agent_shutdown_fails_its_pods_like_a_node_shutdown(
     Deployment must replace it (`make dev-cluster-down` then `up` waited for such a pod before)."""
     core: Any = client.CoreV1Api(api_client)
     node = f"na-down-{uuid.uuid4().hex[:5]}"
-    agent = NodeAgentProcess(control_plane.admin_kubeconfig, [node], tmp_path, api_port=control_plane.api_port)
+    agent = NodeAgentProcess(control_plane.admin_kubeconfig, [node], tmp_path, api_port=control_plane.api_port,
+                             extra_args=OWN_NODES)
     try:
         agent.start()
         script = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); " \
@@ -495,7 +505,8 @@ def test_paused_agent_makes_node_not_ready_and_recovers(
 ) -> None:
     core: Any = client.CoreV1Api(api_client)
     agent = NodeAgentProcess(
-        control_plane.admin_kubeconfig, ["na-pause"], tmp_path, api_port=control_plane.api_port, gpus=2
+        control_plane.admin_kubeconfig, ["na-pause"], tmp_path, api_port=control_plane.api_port, gpus=2,
+        extra_args=OWN_NODES,
     )
 
     def node_ready() -> str:
@@ -508,6 +519,8 @@ def test_paused_agent_makes_node_not_ready_and_recovers(
         agent.start()
         node = core.read_node("na-pause")
         assert node.status.capacity["nvidia.com/gpu"] == "2" and node.status.allocatable["cpu"] == "8"
+        assert [(t.key, t.effect) for t in node.spec.taints] == [("kubeinfer-e2e/pool", "NoSchedule")], \
+            "registered with its taint (--register-with-taints), so no other test's pod lands there"
         pod = pool_pod("steady", "import time; time.sleep(3600)", nodeName="na-pause", restartPolicy="Always")
         core.create_namespaced_pod(namespace, pod)
         wait_for(lambda: pod_ready() == "True", "steady to be Ready", 60)

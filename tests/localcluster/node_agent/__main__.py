@@ -25,6 +25,17 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _taints(values: list[str]) -> list[dict[str, str]]:
+    out = []
+    for item in values:
+        pair, sep, effect = item.rpartition(":")
+        key, _, value = pair.partition("=")
+        if not sep or not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise SystemExit(f"--register-with-taints {item!r}: expected KEY=VALUE:EFFECT")
+        out.append({"key": key, "value": value, "effect": effect})
+    return out
+
+
 def _entrypoints(values: list[str]) -> dict[str, list[str]]:
     out = {}
     for name, raw in _pairs(values, "--entrypoint").items():
@@ -50,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-host", default=network.HOST_IP, help="KUBERNETES_SERVICE_HOST given to pods")
     p.add_argument("--api-port", type=int, default=6443, help="KUBERNETES_SERVICE_PORT given to pods")
     p.add_argument("--label", action="append", default=[], help="extra node label KEY=VALUE")
+    p.add_argument("--register-with-taints", action="append", default=[], metavar="KEY=VALUE:EFFECT",
+                   help="taints the nodes are created with, like kubelet's flag (repeatable)")
     p.add_argument("--env", action="append", default=[], help="extra env KEY=VALUE for every container")
     p.add_argument(
         "--entrypoint",
@@ -109,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         api_host=args.api_host,
         api_port=args.api_port,
         labels=_pairs(args.label, "--label"),
+        taints=_taints(args.register_with_taints),
         extra_env=_pairs(args.env, "--env"),
         entrypoints=_entrypoints(args.entrypoint),
         lease_seconds=args.lease_seconds,

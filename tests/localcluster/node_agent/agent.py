@@ -40,6 +40,7 @@ class AgentConfig:
     api_host: str = network.HOST_IP
     api_port: int = 6443
     labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     entrypoints: dict[str, list[str]] = field(default_factory=dict)
     lease_seconds: int = 10
@@ -71,7 +72,8 @@ class Agent:
         self.kube = Kube(cfg.kubeconfig)
         self.capacity = node_capacity(cfg.cpu, cfg.memory, cfg.gpus, cfg.max_pods)
         self.hearts = [
-            NodeHeartbeat(self.kube, n, self.capacity, cfg.labels, network.HOST_IP, cfg.version, cfg.lease_seconds)
+            NodeHeartbeat(self.kube, n, self.capacity, cfg.labels, network.HOST_IP, cfg.version, cfg.lease_seconds,
+                          cfg.taints)
             for n in cfg.nodes
         ]
         self.events = EventRecorder(self.kube)

@@ -25,7 +25,7 @@ def node_capacity(cpu: str, memory: str, gpus: int, pods: int) -> dict[str, str]
     }
 
 
-def node_manifest(name: str, labels: dict[str, str]) -> Obj:
+def node_manifest(name: str, labels: dict[str, str], taints: list[Obj] | None = None) -> Obj:
     base = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
@@ -33,7 +33,10 @@ def node_manifest(name: str, labels: dict[str, str]) -> Obj:
         "beta.kubernetes.io/os": "linux",
         "beta.kubernetes.io/arch": "amd64",
     }
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {**base, **labels}}}
+    node: Obj = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {**base, **labels}}}
+    if taints:
+        node["spec"] = {"taints": taints}
+    return node
 
 
 def _conditions(existing: list[Obj], ready: bool, reason: str, message: str) -> list[Obj]:
@@ -105,10 +108,11 @@ class NodeHeartbeat:
         host_ip: str,
         version: str,
         lease_seconds: int,
+        taints: list[Obj] | None = None,
     ) -> None:
         self.kube, self.name, self.capacity = kube, name, capacity
         self.labels, self.host_ip, self.version = labels, host_ip, version
-        self.lease_seconds = lease_seconds
+        self.lease_seconds, self.taints = lease_seconds, taints or []
         self.uid = ""
 
     @property
@@ -118,7 +122,7 @@ class NodeHeartbeat:
     def register(self) -> None:
         node = self.kube.get_or_none(self.path)
         if node is None:
-            node = self.kube.post("/api/v1/nodes", node_manifest(self.name, self.labels))
+            node = self.kube.post("/api/v1/nodes", node_manifest(self.name, self.labels, self.taints))
             log.info("registered node %s", self.name)
         elif self.labels:
             node = self.kube.merge_patch(self.path, {"metadata": {"labels": self.labels}})
