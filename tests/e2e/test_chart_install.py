@@ -80,28 +80,28 @@ def test_liveness_and_metrics_endpoints_answer(operator: Cluster) -> None:
 
 
 # Labelled and owned like a job's children, so only RBAC (not the operator-scope policy) decides.
-WORKER_RBAC = """
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
+CHILD_METADATA = """metadata:
   name: job-worker
   namespace: {ns}
   labels: {{app.kubernetes.io/managed-by: kubeinfer-operator, kubeinfer.io/job-name: job}}
   ownerReferences: [{{apiVersion: kubeinfer.io/v1alpha1, kind: DistributedInference, name: job,
-                      uid: 00000000-0000-0000-0000-000000000001, controller: true}}]
+                      uid: 00000000-0000-0000-0000-000000000001, controller: true}}]"""
+WORKER_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+{meta}
 rules: [{{apiGroups: [""], resources: [configmaps], resourceNames: [job-progress], verbs: [get, patch]}}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata:
-  name: job-worker
-  namespace: {ns}
-  labels: {{app.kubernetes.io/managed-by: kubeinfer-operator, kubeinfer.io/job-name: job}}
-  ownerReferences: [{{apiVersion: kubeinfer.io/v1alpha1, kind: DistributedInference, name: job,
-                      uid: 00000000-0000-0000-0000-000000000001, controller: true}}]
+{meta}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: job-worker}}
 subjects: [{{kind: ServiceAccount, name: job-worker, namespace: {ns}}}]
 """
+
+
+def worker_rbac(namespace: str) -> str:
+    return WORKER_RBAC.format(meta=CHILD_METADATA.format(ns=namespace), ns=namespace)
 
 
 def test_namespaced_install_scopes_the_operator(operator: Cluster, job_namespace: str) -> None:
@@ -115,8 +115,8 @@ def test_namespaced_install_scopes_the_operator(operator: Cluster, job_namespace
         scope = f"watchNamespaces={{{watched}}}"
         operator.helm("install", release, str(CHART), "-n", job_namespace, "--set", scope, *values)
         account = f"--as=system:serviceaccount:{job_namespace}:{release}-kubeinfer"
-        operator.kubectl("apply", account, "-f", "-", input=WORKER_RBAC.format(ns=watched))
-        denied = operator.kubectl("apply", account, "-f", "-", input=WORKER_RBAC.format(ns=other), check=False)
+        operator.kubectl("apply", account, "-f", "-", input=worker_rbac(watched))
+        denied = operator.kubectl("apply", account, "-f", "-", input=worker_rbac(other), check=False)
         assert denied.returncode != 0 and "forbidden" in denied.stderr and "operator scope" not in denied.stderr
 
         def can(*args: str) -> bool:
