@@ -68,6 +68,33 @@ def test_two_groups_are_replicas(flux_dir: Path, run_strategy: Launcher) -> None
     assert [len(r["cases"]["three"]) for r in reports] == [2, 0, 1, 0]
 
 
+def fail_item_one_on_rank_one(strategy: Any) -> None:
+    """KUBEINFER_TEST_AFTER_LOAD: rank 1 computes item 1 with its group, then fails it (rank 0 does not)."""
+    if strategy.ctx.dist.rank != 1:
+        return
+    compute = strategy.compute
+
+    def failing(batch: list[Any]) -> list[Any]:
+        outputs = compute(batch)
+        if any(item.index == 1 for item in batch):
+            raise RuntimeError("injected failure on rank 1")
+        return outputs
+
+    strategy.compute = failing
+
+
+def test_a_failure_on_one_rank_fails_the_item_on_every_rank(flux_dir: Path, run_strategy: Launcher) -> None:
+    """A ring group of 2 whose second rank fails item 1: the leader reports item 1 failed with that rank's error
+    (not its own, successful image) and the group stays in step for the items after it."""
+    items = make_items(3)
+    env = {**FLOAT_IMAGES, "KUBEINFER_TEST_AFTER_LOAD": "test_strategy_context:fail_item_one_on_rank_one"}
+    reports = run_strategy(cp_spec(2, ringDegree=2), flux_dir, {"three": items}, env=env)
+    got = merged(reports, "three")
+    assert got[1] == (None, "context group rank 1: RuntimeError: injected failure on rank 1")
+    want = reference(flux_dir, [items[0], items[2]])
+    assert_close({i: got[i] for i in (0, 2)}, want)
+
+
 def test_ulysses_degree_must_divide_heads(flux_dir: Path) -> None:
     from kubeinfer_runtime.strategies.context import check_heads
 

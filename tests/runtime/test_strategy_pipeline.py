@@ -62,6 +62,41 @@ def test_greedy_tokens_equal_generate(kind: str, options: dict[str, Any], owner:
     assert len(set(want.values())) > 1
 
 
+def record_loaded_weights(strategy: Any) -> None:
+    """KUBEINFER_TEST_AFTER_LOAD: where the loaded model's tensors are before any stage is built."""
+    strategy.loaded_at = {name: (p.device, p.data_ptr()) for name, p in strategy.model.named_parameters()}
+
+
+def stage_weights_probe(strategy: Any) -> dict[str, Any]:
+    """KUBEINFER_TEST_PROBE: the traced lengths, whether a stage holds the loaded model's own Parameters,
+    whether every traced stage uses one copy of the weights, and whether the loaded model moved."""
+    loaded = {id(p) for p in strategy.model.parameters()}
+    stages = [schedule._stage.submod for schedule in strategy.schedules.values()]
+    return {"lengths": sorted(strategy.schedules),
+            "holds_loaded": sum(id(p) in loaded for stage in stages for p in stage.parameters()),
+            "copies": len({frozenset(p.data_ptr() for p in stage.parameters()) for stage in stages}),
+            "moved": [name for name, p in strategy.model.named_parameters()
+                      if strategy.loaded_at[name] != (p.device, p.data_ptr())]}
+
+
+def test_stages_never_hold_the_loaded_model(gpt2_dir: Path, run_strategy: Launcher) -> None:
+    """Two buffer lengths are traced; building a stage moves it to the rank's device, so a stage holding the
+    loaded model's Parameters would move them in place and the next trace would mix devices (on GPUs)."""
+    long_prompt = [{**make_items(1)[0], "prompt": " ".join(["the old lighthouse"] * 2)}]
+    cases = {"short": make_items(2), "long": long_prompt}
+    env = {"KUBEINFER_TEST_AFTER_LOAD": "test_strategy_pipeline:record_loaded_weights",
+           "KUBEINFER_TEST_PROBE": "test_strategy_pipeline:stage_weights_probe"}
+    reports = run_strategy(lm_spec(), gpt2_dir, cases, env=env)
+    assert texts(reports, "short") == reference(gpt2_dir, cases["short"])
+    assert texts(reports, "long") == reference(gpt2_dir, long_prompt)
+    for report in reports:
+        probe = report["probe"]
+        assert len(probe["lengths"]) == 2, f"two prompt-length buckets expected: {probe['lengths']}"
+        assert probe["holds_loaded"] == 0, "a traced stage holds the loaded model's Parameters"
+        assert probe["copies"] == 1, "each traced length made its own copy of the stage's weights"
+        assert probe["moved"] == []
+
+
 @pytest.mark.parametrize(("kind", "blocks"), [("gpt2", "transformer.h"), ("llama", "model.layers")])
 def test_auto_split_cuts_between_blocks(kind: str, blocks: str, request: pytest.FixtureRequest) -> None:
     model = load(request.getfixturevalue(f"{kind}_dir"))[0]

@@ -5,6 +5,12 @@ The world is a device mesh (dp, ring, ulysses); diffusers' `ContextParallelConfi
 the same batches with the same per-item generators (hence the same latents) and ends with the
 whole image; the group's first rank owns the outputs. CPU/gloo needs two narrow patches
 (`cpu_support`), so CI can test the real thing.
+
+A rank that fails a batch must not run ahead into the next batch's collectives while its peers are
+still in this one (their tensors would mix silently). After every batch the group agrees, on a
+separate gloo group, on one outcome: if any rank failed, every rank fails that batch with the same
+error. A rank that dies inside the collectives leaves its peers waiting until the collective
+timeout, then the attempt restarts from the ledger; it never mixes batches.
 """
 
 from __future__ import annotations
@@ -43,6 +49,34 @@ def check_heads(transformer: Any, ulysses_degree: int) -> None:
                          f"{heads} attention heads; use a divisor of {heads} (or raise ringDegree instead)")
 
 
+def agree(results: list[Result], group: Any, ranks: list[int]) -> list[Result]:
+    """The group's one decision for a batch: this rank's results, or every item failed with the first
+    failing rank's error."""
+    import torch.distributed as dist
+
+    error = next((r.error for r in results if r.error), None)
+    errors: list[str | None] = [None] * len(ranks)
+    dist.all_gather_object(errors, error, group=group)
+    failed = next(((rank, e) for rank, e in zip(ranks, errors, strict=True) if e), None)
+    if failed is None:
+        return results
+    message = f"context group rank {failed[0]}: {failed[1]}"
+    return [Result(item=r.item, error=message, seconds=r.seconds) for r in results]
+
+
+def agreement_groups(groups: int, size: int, group: int) -> tuple[Any, list[int]]:
+    """A gloo group per context group (every rank creates all of them, in order); this rank's and its ranks."""
+    import torch.distributed as dist
+
+    mine: Any = None
+    for index in range(groups):
+        ranks = list(range(index * size, (index + 1) * size))
+        created = dist.new_group(ranks, backend="gloo")
+        if index == group:
+            mine = created
+    return mine, list(range(group * size, (group + 1) * size))
+
+
 @register
 class ContextParallel(Strategy):
     name = "context"
@@ -65,6 +99,7 @@ class ContextParallel(Strategy):
                              f"divide the world size ({dist.world_size})")
         self.groups, self.group = dist.world_size // size, dist.rank // size
         self.leader = dist.rank % size == 0
+        self.agreement, self.group_ranks = agreement_groups(self.groups, size, self.group)
         pipe = load_pipeline(self.ctx.model_dir, spec.model).to(dist.device)
         pipe.set_progress_bar_config(disable=True)
         transformer = getattr(pipe, "transformer", None)
@@ -91,5 +126,6 @@ class ContextParallel(Strategy):
         batches = make_batches(items, spec.strategy.batch_size, spec.task.parameters)
         for batch in contiguous_shard(batches, self.group, self.groups):
             results = list(timed_results(batch, lambda batch=batch: self.compute(batch)))  # type: ignore[misc]
+            results = agree(results, self.agreement, self.group_ranks)
             if self.leader:
                 yield from results

@@ -8,9 +8,7 @@ everything on `cpu` (accelerate has nothing else to use), and outputs equal the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,22 +41,6 @@ def parse_max_memory(raw: dict[str, str], gpus: int) -> dict[int | str, str]:
         else:
             raise ValueError(f"spec.strategy.deviceMap.maxMemory: key {key!r} must be a GPU index (0, 1, ...) or cpu")
     return out
-
-
-def plan_device_map(model_dir: Path, subfolder: str, placement: str, max_memory: dict[int | str, str],
-                    dtype: torch.dtype = torch.bfloat16) -> dict[str, int | str]:
-    """Where each block of a diffusers model would go, computed on the meta device (no weights, no GPUs)."""
-    import diffusers
-    from accelerate import init_empty_weights
-    from accelerate.utils import get_balanced_memory, infer_auto_device_map
-
-    config = json.loads((model_dir / subfolder / "config.json").read_text())
-    with init_empty_weights():
-        model = getattr(diffusers, config["_class_name"]).from_config(config)
-    no_split = list(getattr(model, "_no_split_modules", None) or [])
-    if placement in ("balanced", "auto"):
-        max_memory = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype)
-    return dict(infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype))
 
 
 @register

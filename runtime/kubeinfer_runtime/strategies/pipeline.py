@@ -15,6 +15,11 @@ buffer (traced shapes are static): prompts are right-padded, which a causal LM n
 tokens equal `model.generate(do_sample=False)`. The last stage picks each next token and broadcasts
 it, because the first stage needs it for the next step; every rank therefore holds the outputs, and
 one rank owns them: the last stage, or rank 0 with `gatherOutput`.
+
+Each buffer length is traced from the loaded model, which stays where it was loaded: a traced stage
+holds the loaded model's own Parameter objects, so `build_stage` moving it to the GPU would move them
+in place and the next trace would mix devices. Each stage is therefore rebound, before it is built,
+to this rank's one device copy of its weights (made on the first trace, shared by every later one).
 """
 
 from __future__ import annotations
@@ -76,6 +81,22 @@ def check_split_points(model: torch.nn.Module, points: list[str], stages: int) -
     return points
 
 
+def bind_to_device_copy(stage_module: torch.nn.Module, copies: dict[str, torch.Tensor],
+                        device: torch.device) -> None:
+    """Point the stage's parameters and buffers at `copies` (by name), adding the ones not copied yet."""
+    for prefix, module in stage_module.named_modules():
+        for kind in (module._parameters, module._buffers):
+            for leaf, tensor in kind.items():
+                if tensor is None:
+                    continue
+                name = f"{prefix}.{leaf}" if prefix else leaf
+                if name not in copies:
+                    moved = tensor.detach().to(device)
+                    is_param = isinstance(tensor, torch.nn.Parameter)
+                    copies[name] = torch.nn.Parameter(moved, requires_grad=False) if is_param else moved
+                kind[leaf] = copies[name]
+
+
 def unwrap_inner_no_grad(model: torch.nn.Module) -> list[str]:
     """Give modules whose class forward is `@torch.no_grad()`-decorated the undecorated forward."""
     unwrapped = []
@@ -111,6 +132,7 @@ class PipelineParallel(Strategy):
                              else auto_split_points(self.model, world))
         self.rows = math.ceil(spec.strategy.batch_size / self.num_chunks) * self.num_chunks
         self.schedules: dict[int, Any] = {}
+        self.stage_weights: dict[str, torch.Tensor] = {}
         self.owner = 0 if self.gather else world - 1
 
     def _schedule(self, length: int) -> Any:
@@ -126,7 +148,9 @@ class PipelineParallel(Strategy):
                 modules = dict(self.model.named_modules())
                 for point in self.split_points:
                     modules[point].forward = modules[point].__dict__.pop("_orig_forward")
-            stage = pipe.build_stage(self.ctx.dist.rank, device=torch.device(self.ctx.dist.device))
+            device = torch.device(self.ctx.dist.device)
+            bind_to_device_copy(pipe.get_stage_module(self.ctx.dist.rank), self.stage_weights, device)
+            stage = pipe.build_stage(self.ctx.dist.rank, device=device)
             self.schedules[length] = ScheduleGPipe(stage, self.num_chunks)
         return self.schedules[length]
 
