@@ -8,7 +8,7 @@ export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
 .PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale \
-	bench-admission bench-model-load bench-items
+	bench-admission bench-model-load bench-items bench-textgen
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -81,3 +81,6 @@ bench-model-load: venv  ## model fetch + load vs the best plain S3 client and vs
 bench-items: venv  ## 10^4 and 10^6 items with an echo stand-in model: items/s, requests per item, RSS, resume, finalize
 	bash hack/build-tools.sh minio
 	$(PY) bench/items_scale.py $(ITEMS_ARGS)
+
+bench-textgen: venv  ## text generation tokens/s, batchSize 8 vs 1 on the tiny LM (CPU)
+	$(PY) bench/textgen_batching.py $(TEXTGEN_ARGS)

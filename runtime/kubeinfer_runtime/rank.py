@@ -99,8 +99,7 @@ class Job:
 
 def batch_window(config: JobConfig) -> int:
     """Items [k*w, (k+1)*w) share a batch, whoever computes them and whatever was done before."""
-    spec = config.spec
-    return spec.strategy.batch_size if spec.task.type == "text-to-image" else 1
+    return config.spec.strategy.batch_size
 
 
 def plan_work(config: JobConfig, ledger: Ledger, items: list[Item] | None = None) -> Work:

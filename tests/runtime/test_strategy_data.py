@@ -139,3 +139,36 @@ def test_text_generation_greedy_and_sampled(gpt2_dir: Path, run_strategy: Launch
     want = reference_texts(gpt2_dir, items)
     assert {i: out for i, (out, _err) in got.items()} == want
     assert all(len(text) > 0 for text in want.values())
+
+
+def reference_batched_texts(model_dir: Path, batches: list[list[dict[str, Any]]],
+                            params: dict[str, Any]) -> dict[int, str]:
+    """transformers itself on the same batches: left padding, an attention mask, one generate() per batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    out = {}
+    for batch in batches:
+        enc = tok([item["prompt"] for item in batch], return_tensors="pt", padding=True)
+        assert batch[0]["prompt"] == batch[-1]["prompt"] or len(set(enc["attention_mask"].sum(1).tolist())) > 1
+        torch.manual_seed(batch[0]["seed"])
+        with torch.inference_mode():
+            ids = model.generate(**enc, pad_token_id=tok.pad_token_id, **params)
+        for item, row in zip(batch, ids[:, enc["input_ids"].shape[1]:], strict=True):
+            out[item["index"]] = tok.decode(row, skip_special_tokens=True)
+    return out
+
+
+@pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampled"])
+def test_text_generation_batched_equals_generate_on_same_batches(sample: bool, gpt2_dir: Path,
+                                                                 run_strategy: Launcher) -> None:
+    """batchSize 4 over 2 processes: windows [0, 4) and [4, 6), prompts of different lengths padded left."""
+    params = {"max_new_tokens": 8, "do_sample": sample, **({"top_k": 20} if sample else {})}
+    items = make_items(6)
+    spec = {"model": {"uri": "/m", "dtype": "float32"}, "task": {"type": "text-generation", "parameters": params},
+            "strategy": {"type": "data", "batchSize": 4}, "workers": {"processesPerNode": 2}}
+    reports = run_strategy(spec, gpt2_dir, {"t": items})
+    got = {i: out for i, (out, err) in merged(reports, "t").items() if err is None}
+    assert got == reference_batched_texts(gpt2_dir, [items[:4], items[4:]], params)
+    assert [len(r["cases"]["t"]) for r in reports] == [4, 2], "one batch per process"

@@ -58,6 +58,18 @@ def test_text_generation_with_device_map(gpt2_dir: Path) -> None:
     assert {r.item.index: r.output for r in results} == reference_texts(gpt2_dir, items)
 
 
+def test_text_generation_batched_with_device_map(gpt2_dir: Path) -> None:
+    from test_strategy_data import reference_batched_texts
+
+    items = make_items(3)
+    spec = {"model": {"uri": "/m", "dtype": "float32"},
+            "task": {"type": "text-generation", "parameters": {"max_new_tokens": 8}},
+            "strategy": {"type": "deviceMap", "batchSize": 2}}
+    results = run_inline(spec, gpt2_dir, items)
+    want = reference_batched_texts(gpt2_dir, [items[:2], items[2:]], {"max_new_tokens": 8, "do_sample": False})
+    assert {r.item.index: r.output for r in results} == want
+
+
 def test_max_memory_keys() -> None:
     assert parse_max_memory({"0": "70GiB", "1": "70GiB", "cpu": "200GiB"}, gpus=1) == {0: "70GiB", "cpu": "200GiB"}
     with pytest.raises(ValueError, match=r"deviceMap.maxMemory: key 'gpu0' must be a GPU index"):

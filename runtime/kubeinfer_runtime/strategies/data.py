@@ -12,7 +12,7 @@ from typing import Any
 from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
 from kubeinfer_runtime.strategies.common import item_parameters, make_batches, shard_for_process, timed_results
 from kubeinfer_runtime.strategies.diffusion import check_call_parameters, generate_images, warm_up
-from kubeinfer_runtime.strategies.textgen import generate_text, generation_kwargs
+from kubeinfer_runtime.strategies.textgen import generate_texts, generation_kwargs
 
 Compute = Callable[[list[Item]], list[Any]]
 
@@ -36,8 +36,7 @@ def text_compute(model: Any, tokenizer: Any, task_parameters: dict[str, Any], de
     generation_kwargs(task_parameters)
 
     def compute(batch: list[Item]) -> list[Any]:
-        return [generate_text(model, tokenizer, item, item_parameters(task_parameters, item), device)
-                for item in batch]
+        return generate_texts(model, tokenizer, batch, item_parameters(task_parameters, batch[0]), device)
 
     return compute
 
@@ -73,5 +72,4 @@ class DataParallel(Strategy):
         spec = self.ctx.job.spec
         if spec.task.type == "text-to-image":
             warm_up(self.pipe, spec, items)
-        batch_size = spec.strategy.batch_size if spec.task.type == "text-to-image" else 1
-        yield from run_batches(items, batch_size, spec.task.parameters, self.compute)
+        yield from run_batches(items, spec.strategy.batch_size, spec.task.parameters, self.compute)

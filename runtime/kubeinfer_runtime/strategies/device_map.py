@@ -81,7 +81,7 @@ class DeviceMap(Strategy):
 
     def run(self, items: Sequence[Item]) -> Iterator[Result]:
         spec = self.ctx.job.spec
-        batch_size = spec.strategy.batch_size if spec.task.type == "text-to-image" else 1
+        batch_size = spec.strategy.batch_size
         if self.compute is not None:
             if self.pipe is not None:
                 warm_up(self.pipe, spec, items)

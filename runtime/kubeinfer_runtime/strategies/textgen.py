@@ -1,7 +1,12 @@
-"""Loading a transformers causal LM and generating text for one item (data, deviceMap).
+"""Loading a transformers causal LM and generating text for a batch of items (data, deviceMap).
 
-Items are generated one at a time: sampling then uses a generator seeded with the item's seed, and
-no padding enters the computation, so a text equals a direct `model.generate` on that prompt.
+A batch is one `model.generate` call on its prompts, left-padded with an attention mask (a decoder
+generates after its last token, so padding goes on the left). Batches are cut by global index
+([k*b, (k+1)*b)), so a text depends on its batch-mates, never on who computed it or when: it equals a
+direct `model.generate` on the same batch. With batchSize 1 no padding enters and a text equals
+`generate` on that prompt alone; larger batches can change the last bits of the logits (padding,
+another matmul shape) and so, rarely, a greedy token. Sampling seeds the global generator once per
+batch with its first item's seed (transformers samples a batch from one generator).
 """
 
 from __future__ import annotations
@@ -61,13 +66,17 @@ def generation_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     return {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "do_sample": False, **params}
 
 
-def generate_text(model: Any, tokenizer: Any, item: Item, params: dict[str, Any], device: str) -> str:
-    """The continuation of `item.prompt` (new tokens only, special tokens removed)."""
+def generate_texts(model: Any, tokenizer: Any, items: list[Item], params: dict[str, Any], device: str) -> list[str]:
+    """The continuations of the items' prompts (new tokens only, special tokens removed), one `generate` call."""
     kwargs = generation_kwargs(params)
-    encoded = tokenizer(item.prompt, return_tensors="pt").to(device)
-    if kwargs.get("do_sample"):
-        torch.manual_seed(item.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token_id = pad
+    encoded = tokenizer([item.prompt for item in items], return_tensors="pt", padding=True).to(device)
+    if kwargs.get("do_sample"):
+        torch.manual_seed(items[0].seed)
     with torch.inference_mode():
         out = model.generate(**encoded, pad_token_id=pad, **kwargs)
-    return str(tokenizer.decode(out[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True))
+    new_tokens = out[:, encoded["input_ids"].shape[1]:]
+    return [str(text) for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
