@@ -121,10 +121,16 @@ class StrategySpec(SpecModel):
             "strategy.context (ringDegree, ulyssesDegree) is required when strategy.type is context"),
         cel("!has(self.context) || self.context.ringDegree * self.context.ulyssesDegree >= 2",
             "strategy.context: ringDegree * ulyssesDegree must be at least 2"),
+        cel("!has(self.elastic) || !self.elastic || self.type == 'data'",
+            "strategy.elastic applies to type data only (the other strategies need every rank at once)"),
     ]})
     type: Literal["data", "pipeline", "deviceMap", "context", "auto"] = Field("data", description=(
         "Parallelism strategy."))
     batch_size: int = Field(1, ge=1, le=1024, description="Items per pipeline call on one rank.")
+    elastic: bool = Field(False, description=(
+        "data only: every process claims chunks of the items from the output store instead of a fixed "
+        "share, so a dead worker loses only its chunk, the others keep going, and idle workers re-run "
+        "the slowest chunks at the end. See docs/concepts/elastic.md."))
     pipeline: PipelineOptions | None = None
     device_map: DeviceMapOptions | None = None
     context: ContextOptions | None = None

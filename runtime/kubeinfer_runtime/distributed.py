@@ -48,10 +48,7 @@ def init_distributed(backend: str | None = None, timeout_s: int = 600) -> DistCo
     local_rank = _env_int("LOCAL_RANK", 0)
     local_world = _env_int("LOCAL_WORLD_SIZE", 1)
     chosen = choose_backend(backend)
-    device = "cpu"
-    if torch.cuda.is_available():  # compute on the GPU even when the user asked for gloo
-        device = f"cuda:{local_rank % torch.cuda.device_count()}"
-        torch.cuda.set_device(device)
+    device = local_device(local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend=chosen, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s),
                                 device_id=torch.device(device) if chosen == "nccl" else None)
@@ -59,6 +56,22 @@ def init_distributed(backend: str | None = None, timeout_s: int = 600) -> DistCo
     _sync_accelerate(device)
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world,
                        device=device, backend=chosen)
+
+
+def local_device(local_rank: int) -> str:
+    """The GPU of this local rank (even when the user asked for gloo), else the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    device = f"cuda:{local_rank % torch.cuda.device_count()}"
+    torch.cuda.set_device(device)
+    return device
+
+
+def local_context() -> DistContext:
+    """An elastic worker: this process alone, no group (its peers may come and go), on its local device."""
+    local_rank = _env_int("LOCAL_RANK", 0)
+    return DistContext(rank=0, world_size=1, local_rank=local_rank, local_world_size=_env_int("LOCAL_WORLD_SIZE", 1),
+                       device=local_device(local_rank), backend="gloo")
 
 
 def _preflight(world: int, device: str) -> None:

@@ -152,10 +152,11 @@ class Ledger:
         """Commit `entries` (their objects are already durable) and record `failures`, in one object."""
         self.store.put(f"{COMMITS}/{writer}.jsonl", record_lines(entries, failures))
 
-    def state(self) -> LedgerState:
-        """Every record, read in parallel: O(records) requests, plus the per-item objects of an old ledger."""
+    def state(self, exclude_prefix: str = "") -> LedgerState:
+        """Every record (but those named `exclude_prefix...`), read in parallel: O(records) requests, plus
+        the per-item objects of an old ledger."""
         state = LedgerState(entries={}, failures={})
-        names = sorted(self.store.list(COMMITS))
+        names = sorted(n for n in self.store.list(COMMITS) if not (exclude_prefix and n.startswith(exclude_prefix)))
         for data in self._read_all([f"{COMMITS}/{n}" for n in names]):
             for line in data.splitlines():
                 row = json.loads(line)
@@ -204,15 +205,24 @@ class Ledger:
     def done_ranks(self, run_id: str) -> int:
         return len(self.store.list(f"{RUNS}/{run_id}/done"))
 
-    def write_counts(self, run_id: str, rank: int, succeeded: int, failed: int) -> None:
+    def write_counts(self, run_id: str, rank: int | str, succeeded: int, failed: int) -> None:
         """This rank's items committed and failed in this run (the progress reporter adds them up)."""
         body = json.dumps({"succeeded": succeeded, "failed": failed}).encode()
         self.store.put(f"{RUNS}/{run_id}/counts/{rank}", body)
 
     def counts(self, run_id: str, world_size: int) -> tuple[int, int]:
         """(succeeded, failed) in this run over all ranks: one small read per rank, whatever the item count."""
+        return self._sum_counts([f"{RUNS}/{run_id}/counts/{r}" for r in range(world_size)])
+
+    def counts_of_all(self, run_id: str) -> tuple[int, int]:
+        """(succeeded, failed) over every writer that published counts in `run_id` (elastic workers come
+        and go, so they are listed rather than numbered)."""
+        folder = f"{RUNS}/{run_id}/counts"
+        return self._sum_counts([f"{folder}/{name}" for name in self.store.list(folder)])
+
+    def _sum_counts(self, keys: list[str]) -> tuple[int, int]:
         succeeded = failed = 0
-        for data in self._read_all_present([f"{RUNS}/{run_id}/counts/{r}" for r in range(world_size)]):
+        for data in self._read_all_present(keys):
             row = json.loads(data)
             succeeded, failed = succeeded + int(row["succeeded"]), failed + int(row["failed"])
         return succeeded, failed

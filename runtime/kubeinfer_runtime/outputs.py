@@ -170,18 +170,25 @@ class Committer:
         except (TypeError, ValueError, OSError) as err:
             self._fail(result, f"{type(err).__name__}: {err}")
             return
-        started = time.perf_counter()
-        key = item_key(result.item.id, self.fmt)
-        self.store.put(key, data)
-        metrics.UPLOAD_SECONDS.observe(time.perf_counter() - started)
-        metrics.UPLOAD_BYTES.inc(len(data))
-        metrics.ITEM_SECONDS.observe(result.seconds)
-        self._add(entry=Entry(id=result.item.id, index=result.item.index, key=key, bytes=len(data),
-                              sha256=hashlib.sha256(data).hexdigest(), seed=result.item.seed, rank=self.rank,
-                              attempt=self.attempt, seconds=round(result.seconds, 4), prompt=result.item.prompt,
-                              committed_at=round(time.time(), 3)))
+        self._add(entry=upload(self.store, result, self.fmt, data, self.rank, self.attempt))
 
     def _fail(self, result: Result, error: str) -> None:
-        log.error("item %s (index %d) failed: %s", result.item.id, result.item.index, error)
-        self._add(failure={"id": result.item.id, "index": result.item.index, "error": error, "rank": self.rank,
-                           "attempt": self.attempt})
+        self._add(failure=failure_row(result, error, self.rank, self.attempt))
+
+
+def upload(store: ObjectStore, result: Result, fmt: str, data: bytes, rank: int, attempt: int) -> Entry:
+    """Write one item's object at its deterministic key; the Entry that a record may then commit."""
+    started = time.perf_counter()
+    key = item_key(result.item.id, fmt)
+    store.put(key, data)
+    metrics.UPLOAD_SECONDS.observe(time.perf_counter() - started)
+    metrics.UPLOAD_BYTES.inc(len(data))
+    metrics.ITEM_SECONDS.observe(result.seconds)
+    return Entry(id=result.item.id, index=result.item.index, key=key, bytes=len(data),
+                 sha256=hashlib.sha256(data).hexdigest(), seed=result.item.seed, rank=rank, attempt=attempt,
+                 seconds=round(result.seconds, 4), prompt=result.item.prompt, committed_at=round(time.time(), 3))
+
+
+def failure_row(result: Result, error: str, rank: int, attempt: int) -> dict[str, Any]:
+    log.error("item %s (index %d) failed: %s", result.item.id, result.item.index, error)
+    return {"id": result.item.id, "index": result.item.index, "error": error, "rank": rank, "attempt": attempt}

@@ -19,10 +19,11 @@ from kubeinfer_api.jobconfig import JobConfig, load_job_config
 from kubeinfer_api.plan import build_plan
 from kubeinfer_api.status import OutputStatus
 from kubeinfer_api.validation import output_format
-from kubeinfer_runtime import startup
+from kubeinfer_runtime import elastic, startup
+from kubeinfer_runtime.claims import Claims
 from kubeinfer_runtime.contactsheet import NAME as CONTACT_SHEET
 from kubeinfer_runtime.contactsheet import contact_sheet
-from kubeinfer_runtime.distributed import init_distributed, shutdown_distributed
+from kubeinfer_runtime.distributed import init_distributed, local_context, shutdown_distributed
 from kubeinfer_runtime.inputs import load_items
 from kubeinfer_runtime.launch import RUN_DIR_ENV
 from kubeinfer_runtime.ledger import MANIFEST, Ledger, LedgerState, fingerprint
@@ -221,10 +222,11 @@ def wait_for_ranks(job: Job, work: Work, poll_s: float = 0.2) -> None:
         time.sleep(poll_s)
 
 
-def finalize(job: Job, work: Work) -> None:
+def finalize(job: Job, work: Work, wait: bool = True) -> None:
     """Rank 0: decide with successPolicy, then manifest, contact sheet and finally _SUCCESS (or _FAILED)."""
     job.reporter.set(phase="finalizing")
-    wait_for_ranks(job, work)
+    if wait:
+        wait_for_ranks(job, work)
     state = job.ledger.state()
     entries = state.sorted_entries()
     failed = sorted(state.failed())
@@ -300,6 +302,60 @@ def run(config: JobConfig, attempt: int) -> None:
         shutdown_distributed()
 
 
+def run_elastic(config: JobConfig, attempt: int) -> None:
+    """`data` with strategy.elastic: no process group; this process claims chunks (kubeinfer_runtime.elastic)."""
+    dist = local_context()
+    store = ObjectStore(config.spec.output.uri, endpoint_url=config.spec.output.endpoint_url)
+    ledger, epoch, slot = Ledger(store), elastic.epoch_of(config), elastic.worker_slot()
+    sink = configmap_sink(config.name, config.namespace) if dist.local_rank == 0 else None
+    reporter = Reporter(attempt, sink, log_lines=dist.local_rank == 0)
+    job = Job(config, dist, store, ledger, attempt, reporter)
+    set_clock(StartupClock(slot, attempt, store))
+    if dist.local_rank == 0:
+        reporter.start()
+    claims = Claims(store, epoch, slot).start()
+    try:
+        items = load_items(config.spec)
+        detail = fingerprint(config, items)
+        ledger.claim(config, detail)
+        plan = elastic.plan_chunks(config, ledger, items, epoch)
+        startup.mark("rendezvous")
+        reporter.track(lambda: ledger.counts_of_all(f"elastic-{epoch}"))
+        reporter.set(phase="loading", total=len(items), skipped=len(items) - plan.to_do)
+        log.info("work: %d items, %d already committed, %d to do (slot %d, chunks of %d)", len(items),
+                 len(items) - plan.to_do, plan.to_do, slot, plan.size)
+        if plan.open:
+            strategy = load_strategy(job)
+            reporter.set(phase="running")
+            elastic.ElasticWorker(config, store, ledger, claims, plan, strategy.run, attempt).run()
+        pending = [item for chunk in plan.open for item in plan.chunk(chunk)]
+        work = Work(pending=pending, total=len(items), run_id=f"elastic-{epoch}", fingerprint=detail["fingerprint"],
+                    skip=plan.skip, window=config.spec.strategy.batch_size)
+        finalize_once(job, claims, work)
+    except ItemsFailed:
+        raise
+    except BaseException as err:
+        reporter.close("failed", message=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        claims.close()
+
+
+def finalize_once(job: Job, claims: Claims, work: Work) -> None:
+    """Whoever wins the finalize claim writes the manifest; the others wait for its outcome and report it."""
+    while True:
+        summary = job.ledger.success() or job.ledger.unsuccessful()
+        if summary is not None and summary.get("fingerprint") == work.fingerprint:
+            output = OutputStatus(uri=job.store.url(), manifest=job.store.url(MANIFEST),
+                                  objects=int(summary.get("objects", 0)), bytes=int(summary.get("bytes", 0)))
+            job.reporter.close("complete", message=str(summary.get("error", "")), output=output)
+            return
+        if claims.take_over("finalize") is not None:
+            finalize(job, work, wait=False)
+            return
+        time.sleep(elastic.POLL_S)
+
+
 def record_error(err: BaseException) -> None:
     """Leave the message where the launcher finds it (for /dev/termination-log and the CLI)."""
     run_dir = os.environ.get(RUN_DIR_ENV)
@@ -319,7 +375,8 @@ def configure_logging() -> None:
 def main() -> None:
     configure_logging()
     try:
-        run(load_job_config(), int(os.environ.get("KUBEINFER_ATTEMPT") or 0))
+        config = load_job_config()
+        (run_elastic if config.spec.strategy.elastic else run)(config, int(os.environ.get("KUBEINFER_ATTEMPT") or 0))
         echo_for_tests.write_stats(int(os.environ.get("RANK", "0")))
     except BaseException as err:
         if not isinstance(err, KeyboardInterrupt):

@@ -142,6 +142,28 @@ class ObjectStore:
         else:
             self.call(f"write {key}", lambda: self.fs.pipe_file(self.path(key), data))
 
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Create `key` only if it does not exist (S3 `If-None-Match: *`, a hard link on local files).
+
+        True when this call created it. A retried create that finds its own bytes there counts as created,
+        so a lost response never makes the writer think another one won.
+        """
+        def create() -> bool:
+            try:
+                if self.local:
+                    _exclusive_write(Path(self.path(key)), data)
+                else:
+                    self.fs.pipe_file(self.path(key), data, mode="create")
+                return True
+            except FileExistsError:
+                return False
+            except OSError as err:
+                if not _precondition_failed(err):
+                    raise
+                return False
+
+        return self.call(f"create {key}", create) or self.get(key) == data
+
     def put_stream(self, key: str, chunks: Callable[[], Iterable[bytes]]) -> None:
         """Write one object from chunks (a multipart upload on S3): whole or not at all, never all in memory.
 
@@ -201,6 +223,28 @@ class ObjectStore:
                 log.warning("storage: %s failed (%s: %s); retry in %.1f s", what, type(err).__name__, err, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+
+def _precondition_failed(err: BaseException) -> bool:
+    """s3fs reports S3's 412 (another writer created the key first) or 409 (a concurrent create) as OSError."""
+    seen: BaseException | None = err
+    while seen is not None:
+        code = str(getattr(seen, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or "pre-condition" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _exclusive_write(path: Path, data: bytes) -> None:
+    """Whole or absent, and never over an existing file: write a temporary, then hard-link it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink()
 
 
 def _atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> None:

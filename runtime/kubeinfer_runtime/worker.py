@@ -91,12 +91,17 @@ def run_worker() -> int:
             report_complete(job, summary, attempt)
         return 0
     prefetch_for_pod(job, node_rank)  # overlaps the rendezvous and the ranks' start-up
-    wait_for_master(addr, port, job.spec.rendezvous.timeout_seconds, check_port=node_rank != 0)
+    if not job.spec.strategy.elastic:
+        wait_for_master(addr, port, job.spec.rendezvous.timeout_seconds, check_port=node_rank != 0)
     # The ranks' metric files outlive torchrun: an idle finished pod still reports its counts.
     atexit.register(metrics.cleanup, metrics.prepare_multiprocess_dir())
     metrics.serve(metrics.port_from_env(metrics.DEFAULT_PORT))
     run_dir = make_run_dir()
-    code = run_ranks(torchrun_argv(), dict(os.environ), run_dir)
+    argv, env = torchrun_argv(), dict(os.environ)
+    if job.spec.strategy.elastic:  # this pod's processes alone: peers come and go, nobody waits for a gang
+        argv = torchrun_argv(nproc=job.plan.processes_per_node, standalone=True)
+        env = {k: v for k, v in env.items() if not k.startswith("PET_")} | {"KUBEINFER_NODE_RANK": str(node_rank)}
+    code = run_ranks(argv, env, run_dir)
     if code != 0:
         message = first_error(run_dir) or f"torchrun exited with {code}; see the worker log"
         log.error("worker failed: %s", message)

@@ -53,10 +53,13 @@ def shard_for_process(units: Sequence[T]) -> list[T]:
     with no real work gets one too), so only the first `per + (rank < extra)` entries are this
     process's own.
     """
+    import torch.distributed as dist
     from accelerate import PartialState
 
     if not units:
         return []
+    if not dist.is_initialized():  # alone (one process, or an elastic worker that claims its own chunks)
+        return list(units)
     state = PartialState()
     with state.split_between_processes(list(units), apply_padding=True) as padded:
         mine = list(padded)

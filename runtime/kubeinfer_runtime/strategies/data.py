@@ -53,6 +53,7 @@ class DataParallel(Strategy):
     name = "data"
     compute: Compute
     pipe: Any = None
+    warmed = False
 
     def load(self) -> None:
         from kubeinfer_runtime.strategies.diffusion import apply_runtime, load_pipeline
@@ -70,6 +71,7 @@ class DataParallel(Strategy):
 
     def run(self, items: Sequence[Item]) -> Iterator[Result]:
         spec = self.ctx.job.spec
-        if spec.task.type == "text-to-image":
+        if spec.task.type == "text-to-image" and not self.warmed:  # once: an elastic worker runs chunk by chunk
             warm_up(self.pipe, spec, items)
+            self.warmed = True
         yield from run_batches(items, spec.strategy.batch_size, spec.task.parameters, self.compute)
