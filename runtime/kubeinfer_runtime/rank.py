@@ -37,6 +37,8 @@ from kubeinfer_runtime.strategies.auto import resolve_strategy
 from kubeinfer_runtime.strategies.base import DistContext, Strategy
 
 log = logging.getLogger("kubeinfer")
+#: TEST ONLY: each item takes at least this many seconds (e2e fault tests need a job that is slow, not busy).
+ITEM_DELAY_ENV = "KUBEINFER_TEST_ONLY_ITEM_DELAY_SECONDS"
 
 
 class ItemsFailed(RuntimeError):
@@ -193,10 +195,13 @@ def compute(job: Job, work: Work) -> None:
     began = time.perf_counter()
     committer = Committer(job.store, job.ledger, output_format(spec), dist.rank, job.attempt, run_id=work.run_id,
                           skip=work.skip, **record_limits())
+    delay = float(os.environ.get(ITEM_DELAY_ENV) or 0)
     try:
         for count, result in enumerate(strategy.run(work.pending)):
             if count == 0:
                 startup.mark("firstItem")
+            if delay:
+                time.sleep(delay)
             committer.submit(result)
     finally:
         stats = committer.close()

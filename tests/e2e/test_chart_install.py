@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from e2e.support.cluster import CHART, OPERATOR_NAMESPACE, RELEASE, Cluster
+from e2e.support.cluster import CHART, OPERATOR_NAMESPACE, RELEASE, Cluster, wait_for
 from e2e.support.jobs import fault_job, launch
 from kubeinfer_api import GROUP, PLURAL
 
@@ -115,7 +115,15 @@ def test_namespaced_install_scopes_the_operator(operator: Cluster, job_namespace
         scope = f"watchNamespaces={{{watched}}}"
         operator.helm("install", release, str(CHART), "-n", job_namespace, "--set", scope, *values)
         account = f"--as=system:serviceaccount:{job_namespace}:{release}-kubeinfer"
-        operator.kubectl("apply", account, "-f", "-", input=worker_rbac(watched))
+
+        def applied() -> bool:
+            """The RoleBinding's escalation check reads the Role from the apiserver's RBAC cache, which can lag
+            the Role created a moment before ("rolebindings ... not found"); anything else is a failure."""
+            result = operator.kubectl("apply", account, "-f", "-", input=worker_rbac(watched), check=False)
+            assert result.returncode == 0 or "not found" in result.stderr, result.stderr
+            return result.returncode == 0
+
+        wait_for(applied, "the operator's account to create the worker Role and RoleBinding", 30, interval=1)
         denied = operator.kubectl("apply", account, "-f", "-", input=worker_rbac(other), check=False)
         assert denied.returncode != 0 and "forbidden" in denied.stderr and "operator scope" not in denied.stderr
 

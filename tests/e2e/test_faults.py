@@ -1,9 +1,9 @@
 """Faults in the middle of a job: each ends with every item exactly once and outputs equal to one process.
 
 "Mid-job" is made deterministic by waiting until `status.progress.succeeded >= FAULT_AT` on a job
-slow enough (24 prompts of 64x64, 16 steps; progress is reported every 5 s) that it cannot finish
-first. After the fault, the items that were committed before it must keep their first attempt in the
-manifest: the new attempt skipped them.
+slow enough (24 prompts, 2 s each by the workers' test-only delay; progress is reported every 5 s)
+that it cannot finish first. After the fault, the items that were committed before it must keep their
+first attempt in the manifest: the new attempt skipped them.
 """
 
 from __future__ import annotations

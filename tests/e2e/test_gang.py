@@ -52,7 +52,7 @@ def all_room(pool: Pool, operator: Cluster) -> Iterator[Pool]:
 def pool_job(pool: Pool, name: str, namespace: str, nodes: int, gang: str = "Auto",
              priority: str | None = None) -> Manifest:
     """A small data-parallel job whose every worker needs a whole pool node (2 CPUs)."""
-    manifest = pool.admit(fault_job(name, namespace, prompts=2 * nodes, steps=2, nodes=nodes))
+    manifest = pool.admit(fault_job(name, namespace, prompts=2 * nodes, steps=2, nodes=nodes, item_delay=0))
     spec = manifest["spec"]
     workers = spec["workers"]
     workers["resources"] = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}

@@ -71,7 +71,7 @@ def queue(kueue: Cluster, job_namespace: str) -> str:
 
 def queued_job(name: str, namespace: str, prompts: int, priority: str | None = None) -> Manifest:
     """A 2-worker data job asking 500m per worker, sent to the LocalQueue."""
-    manifest = fault_job(name, namespace, prompts=prompts, steps=16 if priority == "e2e-low" else 2)
+    manifest = fault_job(name, namespace, prompts=prompts, item_delay=5.0 if priority == "e2e-low" else 0)
     manifest["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": QUEUE,
                                       **({"kueue.x-k8s.io/priority-class": priority} if priority else {})}
     manifest["spec"]["workers"]["resources"] = {"requests": {"cpu": "500m", "memory": "1Gi"},

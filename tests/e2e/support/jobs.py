@@ -22,6 +22,9 @@ import yaml
 
 from e2e.support.cluster import REPO, Cluster, Manifest, job_manifest
 
+#: kubeinfer_runtime.rank.ITEM_DELAY_ENV (not imported: that module loads torch)
+ITEM_DELAY_ENV = "KUBEINFER_TEST_ONLY_ITEM_DELAY_SECONDS"
+
 EXAMPLES = REPO / "examples"
 OUTPUT_BUCKET = "outputs"
 #: Objects a run writes besides its items (bookkeeping); everything else must be in the manifest.
@@ -45,14 +48,20 @@ def for_test(manifest: Manifest, namespace: str) -> Manifest:
     return job
 
 
-def fault_job(name: str, namespace: str, prompts: int = 24, steps: int = 16, nodes: int = 2) -> Manifest:
-    """The data example made slow enough (about a second an item on this CPU) to inject a fault mid-job."""
+def fault_job(name: str, namespace: str, prompts: int = 24, steps: int = 2, nodes: int = 2,
+              item_delay: float = 2.0) -> Manifest:
+    """The data example made slow enough to inject a fault mid-job: each item takes `item_delay` seconds
+    (the workers' test-only knob), so the job is slow without keeping the CPUs busy, and the single-process
+    reference (run without the knob) takes seconds."""
     job = load_example("data-text-to-image")
     job["metadata"]["name"] = name
     spec = job["spec"]
     spec["inputs"]["prompts"] = [f"fault test prompt {i}" for i in range(prompts)]
-    spec["task"]["parameters"] = {**spec["task"]["parameters"], "num_inference_steps": steps, "height": 64, "width": 64}
+    spec["task"]["parameters"] = {**spec["task"]["parameters"], "num_inference_steps": steps}
     spec["workers"]["nodes"] = nodes
+    if item_delay:
+        spec["workers"]["env"] = [*spec["workers"].get("env", []),
+                                  {"name": ITEM_DELAY_ENV, "value": str(item_delay)}]
     spec["failurePolicy"] = {"maxRestarts": 3, "stallTimeoutSeconds": 300}
     spec.pop("ttlSecondsAfterFinished", None)
     return for_test(job, namespace)

@@ -22,7 +22,7 @@ def zone_pool(cluster: Cluster, prefix: str) -> AbstractContextManager[Pool]:
 def split_job(pool: Pool, name: str, namespace: str, topology: bool, gang: str = "Auto") -> Manifest:
     """Two 2-CPU workers that prefer the first node of each zone (weight 100): without a topology
     constraint they take one zone each."""
-    manifest = pool.admit(fault_job(name, namespace, prompts=4, steps=2, nodes=2))
+    manifest = pool.admit(fault_job(name, namespace, prompts=4, steps=2, nodes=2, item_delay=0))
     spec = manifest["spec"]
     spec["workers"]["resources"] = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
     firsts = [node for node in pool.nodes if node.endswith("1")]
