@@ -127,6 +127,8 @@ class DistributedInferenceStatus(SpecModel):
     progress: ProgressStatus | None = None
     attempt: int = 0
     restarts: int = 0
+    replaced_pods: list[str] = Field(default_factory=list, description=(
+        "UIDs of the latest worker pods replaced alone (strategy.elastic), so one failure is counted once."))
     output: OutputStatus | None = None
     first_failure: FirstFailure | None = None
     startup: StartupStatus | None = None

@@ -18,6 +18,9 @@ from kubeinfer_operator.conditions import Event
 from kubeinfer_operator.kueue import KueueView, Sync
 from kubeinfer_operator.observe import Observation
 
+#: The event of an elastic job's worker pod replaced alone (an event, not a condition: the job keeps running).
+WORKER_REPLACED = "WorkerReplaced"
+
 
 @dataclass(frozen=True)
 class Cluster:
@@ -145,7 +148,12 @@ def _run(decision: Decision, spec: DistributedInferenceSpec, obs: Observation, n
         return
     gang.report(status, spec, cluster.gang, now, generation)
     decision.gang = gang.active(spec, cluster.gang)
-    verdict = failure_policy.judge(spec, status, obs, now)
+    charged = _replaced_before(spec, status, obs)  # a replaced pod still terminating is not a new failure
+    verdict = None if charged else failure_policy.judge(spec, status, obs, now)
+    if charged or (verdict is not None and _replace_alone(decision, spec, verdict, obs)):
+        _delete_with(decision, obs, obs.failure.pod if obs.failure else None)
+        _report_workers(status, spec, obs, now, generation)
+        return
     if verdict is not None:
         failure_policy.apply(status, verdict, now, generation)
         if not verdict.restart:
@@ -164,6 +172,38 @@ def _run(decision: Decision, spec: DistributedInferenceSpec, obs: Observation, n
         decision.requeue_after = max(1.0, (min(deadlines) - now).total_seconds())
 
 
+def _replace_alone(decision: Decision, spec: DistributedInferenceSpec, verdict: failure_policy.Verdict,
+                   obs: Observation) -> bool:
+    """strategy.elastic: the other workers need no restart, so only the failed pod is deleted (its StatefulSet
+    makes a new one that claims work); the failure is charged once, by the pod's UID."""
+    failure, status = verdict.failure, decision.status
+    uid = obs.uids.get(failure.pod)
+    if not (spec.strategy.elastic and verdict.restart and uid):
+        return False
+    status.replaced_pods = [*status.replaced_pods, uid][-2 * spec.workers.nodes:]
+    status.restarts += int(verdict.charge)
+    if status.first_failure is None and not failure.disruption:
+        status.first_failure = failure.to_status(status.attempt)
+    used = f"{status.restarts} of {spec.failure_policy.max_restarts} restarts used" if verdict.charge else "not counted"
+    decision.events.append(Event("Warning", WORKER_REPLACED, (
+        f"replacing {failure.pod} alone ({used}); the other workers keep going: {failure.reason}: "
+        f"{failure.message}")[:1024]))
+    return True
+
+
+def _replaced_before(spec: DistributedInferenceSpec, status: DistributedInferenceStatus, obs: Observation) -> bool:
+    failure = obs.failure
+    return bool(spec.strategy.elastic and failure and obs.uids.get(failure.pod) in status.replaced_pods)
+
+
+def _delete_with(decision: Decision, obs: Observation, pod: str | None) -> None:
+    """Delete `pod` (and any pod of an older attempt); pods on lost nodes go without grace."""
+    decision.workers = True
+    doomed = set(obs.stale) | ({pod} if pod else set())
+    decision.force_delete_pods = tuple(sorted(doomed & set(obs.lost)))
+    decision.delete_pods = tuple(sorted(doomed - set(obs.lost)))
+
+
 def decide_invalid(old: DistributedInferenceStatus, message: str, raw_ttl: int | None, now: datetime,
                    generation: int | None) -> Decision:
     """A spec the CRD accepted but that can never run: Failed/InvalidSpec, nothing created."""
@@ -177,5 +217,5 @@ def decide_invalid(old: DistributedInferenceStatus, message: str, raw_ttl: int |
 
 
 def _with_events(decision: Decision, old: DistributedInferenceStatus) -> Decision:
-    decision.events = conditions.transitions(old, decision.status)
+    decision.events = conditions.transitions(old, decision.status) + decision.events
     return decision

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from kubeinfer_runtime.startup import Collector, StartupClock, set_clock
 from kubeinfer_runtime.storage import ObjectStore
 from kubeinfer_runtime.strategies import Item, RunContext, echo_for_tests, strategy_for
 from kubeinfer_runtime.strategies.auto import resolve_strategy
-from kubeinfer_runtime.strategies.base import DistContext, Strategy
+from kubeinfer_runtime.strategies.base import DistContext, Result, Strategy
 
 log = logging.getLogger("kubeinfer")
 #: TEST ONLY: each item takes at least this many seconds (e2e fault tests need a job that is slow, not busy).
@@ -332,7 +333,7 @@ def run_elastic(config: JobConfig, attempt: int) -> None:
         if plan.open:
             strategy = load_strategy(job)
             reporter.set(phase="running")
-            elastic.ElasticWorker(config, store, ledger, claims, plan, strategy.run, attempt).run()
+            elastic.ElasticWorker(config, store, ledger, claims, plan, delayed(strategy.run), attempt).run()
         pending = [item for chunk in plan.open for item in plan.chunk(chunk)]
         work = Work(pending=pending, total=len(items), run_id=f"elastic-{epoch}", fingerprint=detail["fingerprint"],
                     skip=plan.skip, window=config.spec.strategy.batch_size)
@@ -344,6 +345,19 @@ def run_elastic(config: JobConfig, attempt: int) -> None:
         raise
     finally:
         claims.close()
+
+
+def delayed(run: Callable[[list[Item]], Iterable[Result]]) -> Callable[[list[Item]], Iterator[Result]]:
+    """`run`, each result held back by the test-only ITEM_DELAY_ENV (none by default)."""
+    delay = float(os.environ.get(ITEM_DELAY_ENV) or 0)
+
+    def slowed(items: list[Item]) -> Iterator[Result]:
+        for result in run(items):
+            if delay:
+                time.sleep(delay)
+            yield result
+
+    return slowed
 
 
 def finalize_once(job: Job, claims: Claims, work: Work) -> None:

@@ -100,6 +100,27 @@ def test_worker_pod_deleted_mid_job(operator: Cluster, job_namespace: str, check
     assert_resumed(check_run(manifest), FAULT_AT)
 
 
+def test_elastic_worker_pod_deleted_mid_job_is_replaced_alone(operator: Cluster, job_namespace: str,
+                                                              check_run: Any) -> None:
+    """strategy.elastic: deleting one of three worker pods replaces that pod only; the other two keep their pods
+    (same UIDs) and the job's attempt, and every item is written once, equal to one process."""
+    manifest = fault_job("elastic", job_namespace, nodes=3)
+    manifest["spec"]["strategy"]["elastic"] = True
+    name, _ = started(operator, job_namespace, manifest)
+    uids = {p["metadata"]["name"]: p["metadata"]["uid"]
+            for p in operator.items("pods", job_namespace, f"{naming.JOB_LABEL}={name}")}
+    operator.kubectl("delete", "pod", worker(name, 1), "-n", job_namespace, "--wait=false")
+    job = operator.wait_condition(name, job_namespace, "Complete", TIMEOUT)
+    assert job["status"]["attempt"] == 0 and job["status"]["restarts"] == 1, job["status"]
+    after = {p["metadata"]["name"]: p["metadata"]["uid"]
+             for p in operator.items("pods", job_namespace, f"{naming.JOB_LABEL}={name}")}
+    survivors = [worker(name, 0), worker(name, 2)]
+    assert [after.get(pod) for pod in survivors] == [uids[pod] for pod in survivors], "the survivors were replaced"
+    assert after.get(worker(name, 1)) not in (None, uids[worker(name, 1)]), "the deleted pod was not replaced"
+    run = check_run(manifest)
+    assert {int(entry["attempt"]) for entry in run.entries.values()} == {0}
+
+
 @pytest.fixture
 def spare_node(operator: Cluster) -> Iterator[str]:
     node = operator.backend.spare_node()

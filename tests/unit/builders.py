@@ -119,6 +119,10 @@ class PodBuilder:
         self._pod["metadata"]["annotations"][ATTEMPT_ANNOTATION] = str(n)
         return self
 
+    def uid(self, uid: str) -> PodBuilder:
+        self._pod["metadata"]["uid"] = uid
+        return self
+
     def node(self, name: str) -> PodBuilder:
         self._pod["spec"]["nodeName"] = name
         return self

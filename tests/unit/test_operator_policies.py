@@ -95,6 +95,38 @@ def test_a_restart_is_not_repeated_for_the_same_failure() -> None:
     assert later.status.restarts == 1 and later.delete_pods == ("cats-workers-1",)
 
 
+def test_an_elastic_job_replaces_the_failed_worker_alone() -> None:
+    """strategy.elastic: only the crashed pod is deleted (same attempt), charged once however long it takes to
+    go; its successor (a new UID) runs with the untouched others."""
+    job = JobBuilder().nodes(3).max_restarts(3).set("strategy.elastic", True)
+    status = running_status(job, nodes=3)
+
+    def pods(middle: PodBuilder) -> list[PodBuilder]:
+        return [PodBuilder("cats", 0).uid("u0").running(), middle, PodBuilder("cats", 2).uid("u2").running()]
+
+    d = step(job, status, pods(PodBuilder("cats", 1).uid("u1").crashed(exit_code=137)), T0 + timedelta(minutes=5))
+    assert (d.status.attempt, d.status.restarts, d.restart_reason) == (0, 1, None)
+    assert d.delete_pods == ("cats-workers-1",) and d.force_delete_pods == () and d.workers
+    assert d.status.replaced_pods == ["u1"] and d.status.first_failure is not None
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "WorkerReplaced")]
+    assert "replacing cats-workers-1 alone (1 of 3 restarts used)" in d.events[0].message
+    again = step(job, d.status, pods(PodBuilder("cats", 1).uid("u1").crashed(exit_code=137).deleted()))
+    assert (again.status.restarts, again.delete_pods, again.events) == (1, ("cats-workers-1",), [])
+    successor = step(job, again.status, pods(PodBuilder("cats", 1).uid("u1b").running()))
+    assert successor.delete_pods == () and successor.status.state == "Running" and successor.status.restarts == 1
+
+
+def test_an_elastic_job_still_fails_when_its_restarts_are_spent() -> None:
+    job = JobBuilder().nodes(2).max_restarts(1).set("strategy.elastic", True)
+    status = running_status(job)
+    first = step(job, status, [PodBuilder("cats", 0).uid("a").running(), PodBuilder("cats", 1).uid("b").crashed()])
+    assert first.status.restarts == 1 and first.status.state != "Failed"
+    pods = [PodBuilder("cats", 0).uid("c").crashed(), PodBuilder("cats", 1).uid("d").running()]
+    second = step(job, first.status, pods)
+    failed = conditions.get(second.status, "Failed")
+    assert second.status.state == "Failed" and failed is not None and failed.reason == "MaxRestartsExceeded"
+
+
 def test_restart_ends_when_the_new_attempt_runs() -> None:
     job = JobBuilder().nodes(2)
     status = step(job, running_status(job), [PodBuilder("cats", 0).running(), PodBuilder("cats", 1).crashed()]).status
