@@ -96,6 +96,9 @@ def cross_field_problems(spec: DistributedInferenceSpec) -> list[str]:
         elif world % degree:
             problems.append(f"spec.strategy.context: ringDegree * ulyssesDegree ({degree}) must divide the "
                             f"world size ({world} = workers.nodes * processes per node)")
+    if strategy.elastic and strategy.type != "data":
+        problems.append("spec.strategy.elastic: applies to type data only (the other strategies need every rank "
+                        "at once); remove it or use type data")
     cache = spec.model.cache
     if cache is not None and (cache.claim_name is None) == (cache.host_path is None):
         problems.append("spec.model.cache: set exactly one of claimName (a PersistentVolumeClaim, ReadWriteMany to "

@@ -47,6 +47,7 @@ def test_minimal_spec_gets_defaults() -> None:
     ({"strategy__type": "context", "strategy__context": {"ulyssesDegree": 2}, "workers__nodes": 3},
      "must divide the world size (3"),
     ({"strategy__context": {"ringDegree": 1}}, "at least 2"),
+    ({"strategy__type": "deviceMap", "strategy__elastic": True}, "spec.strategy.elastic: applies to type data"),
     ({"rendezvous__backend": "nccl"}, "nccl needs GPUs"),
     ({"strategy__type": "pipeline", "task__type": "text-generation"}, "pipeline needs at least 2 processes"),
     ({"strategy__type": "pipeline", "workers__nodes": 2}, "use task.type text-generation"),
