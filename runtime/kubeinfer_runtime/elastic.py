@@ -107,7 +107,7 @@ class ElasticWorker:
         self.publishing: Future[None] | None = None
         self.mine: set[int] = set()  # chunks this incarnation has computed (published or discarded)
         self.lock = threading.Lock()
-        self.succeeded = self.failed = self.discarded = 0
+        self.succeeded = self.failed = 0
         self.slow = slow_seconds(claims.slot)
 
     def run(self) -> None:
@@ -183,7 +183,6 @@ class ElasticWorker:
                 time.sleep(self.slow)
             key = f"{COMMITS}/{record_key(self.epoch, chunk)}.jsonl"
             if self.claims.take_over(f"p{chunk:08d}") is None or self.store.exists(key):
-                self.discarded += 1
                 log.info("chunk %d: another worker commits it; discarding this copy", chunk)
                 return
             self._write(chunk, results)
