@@ -8,7 +8,7 @@ export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
 .PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale \
-	bench-admission bench-model-load bench-items bench-textgen
+	bench-admission bench-model-load bench-items bench-textgen images
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,9 @@ demo: venv  ## build a tiny model and run a 2-process data-parallel job locally
 
 tools:  ## build the pinned control plane, etcd, helm, MinIO and Kueue (cached)
 	bash hack/build-tools.sh
+
+images:  ## build both images with buildah from Debian bases, no Docker engine (root; cached)
+	bash hack/build-images.sh
 
 test: venv tools  ## the whole suite: lint beside unit, runtime and e2e on xdist workers sharing one cluster
 	bash hack/test.sh

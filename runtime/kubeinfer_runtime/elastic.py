@@ -34,7 +34,8 @@ from kubeinfer_runtime.strategies.base import Item, Result
 log = logging.getLogger("kubeinfer")
 #: Items per chunk (operators' knob); by default a few hundred texts or a few dozen images.
 CHUNK_ENV = "KUBEINFER_CHUNK_ITEMS"
-#: TEST ONLY: "<slot>:<seconds>" makes that worker slot sleep before publishing each chunk it computed.
+#: TEST ONLY: "<slot>:<seconds>" makes that worker slot hold each chunk it computed for up to that long
+#: before publishing it, or until another worker has committed the chunk.
 SLOW_ENV = "KUBEINFER_TEST_ONLY_SLOW_SLOT"
 POLL_S = 0.5
 
@@ -179,15 +180,21 @@ class ElasticWorker:
     def _publish(self, chunk: int, results: list[Result]) -> None:
         """Write the chunk's objects and its record, if this worker wins the chunk's publish claim."""
         try:
-            if self.slow:
-                time.sleep(self.slow)
             key = f"{COMMITS}/{record_key(self.epoch, chunk)}.jsonl"
+            self._hold(key)
             if self.claims.take_over(f"p{chunk:08d}") is None or self.store.exists(key):
                 log.info("chunk %d: another worker commits it; discarding this copy", chunk)
                 return
             self._write(chunk, results)
         finally:
             self.mine.discard(chunk)
+
+    def _hold(self, key: str) -> None:
+        """The test-only slow knob: sit on a computed chunk for up to its seconds, or until another worker
+        commits the chunk (so a test of speculation waits for the speculation, not for the clock)."""
+        deadline = time.monotonic() + self.slow
+        while time.monotonic() < deadline and not self.store.exists(key):
+            time.sleep(POLL_S)
 
     def _write(self, chunk: int, results: list[Result]) -> None:
         todo = [r for r in results if r.item.id not in self.plan.skip]

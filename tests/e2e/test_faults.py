@@ -85,6 +85,8 @@ def worker(name: str, ordinal: int) -> str:
 def test_worker_process_killed_mid_job(operator: Cluster, job_namespace: str, check_run: Any) -> None:
     manifest = fault_job("killed", job_namespace)
     name, _ = started(operator, job_namespace, manifest)
+    # As the pod's securityContext says: the workers run as uid 1000 on a read-only root filesystem.
+    assert operator.backend.container_identity(job_namespace, worker(name, 1)) == (1000, True)
     operator.backend.kill_container(job_namespace, worker(name, 1))
     job = operator.wait_condition(name, job_namespace, "Complete", TIMEOUT)
     assert job["status"]["restarts"] >= 1

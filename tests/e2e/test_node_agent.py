@@ -35,7 +35,8 @@ from localcluster.node_agent.testing import (
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("node-agent")]
 NODES = ("na-node-1", "na-node-2")
 # what the agent runs for image `.../echoer:<tag>` when a container sets no command (an image ENTRYPOINT)
-ENTRYPOINT = ["--entrypoint", 'echoer=["python", "-c", "import sys; print(*sys.argv[1:])"]']
+ENTRYPOINT = ["--entrypoint", 'echoer=["python", "-c", "import sys; print(*sys.argv[1:])"]',
+              "--image-user", "echoer=1000:1000"]  # and the user it runs as, like the Dockerfile's USER
 #: The nodes of this module carry this label and its pods select it: node agents that other test
 #: modules of the session keep running (e2e-a, ...) must not get them.
 POOL = {"kubeinfer-e2e/pool": "node-agent-tests"}
@@ -369,6 +370,74 @@ def test_a_volume_over_the_checkout_keeps_the_project_environment(
     assert log.split()[0] == str(repo / "runtime" / "kubeinfer_runtime"), log
     assert "written-in-the-pod" in log, "the pod writes into its emptyDir"
     assert not Path(top, "written-in-the-pod").exists(), "and not into the host folder it covers"
+
+
+IDENTITY = """
+import json, os, sys
+report = {"ids": [os.getuid(), os.getgid(), sorted(os.getgroups())],
+          "nnp": open("/proc/self/status").read().split("NoNewPrivs:")[1].split()[0], "writes": {}}
+for path in ["/scratch/out", "/etc/kubeinfer-probe", sys.prefix + "/probe", os.path.dirname(json.__file__) + "/probe",
+             "/dev/termination-log"]:
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        report["writes"][path] = "ok"
+    except OSError as err:
+        report["writes"][path] = err.strerror
+report["group"] = os.stat("/scratch/out").st_gid
+report["token"] = len(open("/var/run/secrets/kubernetes.io/serviceaccount/token").read()) > 0
+print(json.dumps(report))
+"""
+
+
+def test_security_context_sets_the_user_groups_and_a_read_only_root(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    """runAsUser/Group, fsGroup (owning the volumes), supplementalGroups, no_new_privs and readOnlyRootFilesystem
+    reach the process: it writes its volumes and its termination file, and nothing else, not even the files
+    of the interpreter it runs (which a 0700 folder above them must not hide either)."""
+    core: Any = client.CoreV1Api(api_client)
+    restricted = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    pod = pool_pod("confined", IDENTITY, container={"securityContext": restricted,
+                                                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+                   securityContext={"runAsUser": 1000, "runAsGroup": 1001, "fsGroup": 2000,
+                                    "supplementalGroups": [3000]},
+                   volumes=[{"name": "scratch", "emptyDir": {}}])  # fmt: skip
+    core.create_namespaced_pod(namespace, pod)
+    done = wait_for(lambda: _finished(core, namespace, "confined"), "confined to finish", 60)
+    log = _log(agents[0], namespace, "confined")
+    assert done.status.phase == "Succeeded", log
+    report = json.loads(log.splitlines()[-1])
+    assert report["ids"] == [1000, 1001, [1001, 2000, 3000]]
+    assert report["nnp"] == "1"
+    writes = report["writes"]
+    assert writes.pop("/scratch/out") == "ok" and writes.pop("/dev/termination-log") == "ok", report
+    assert set(writes.values()) == {"Read-only file system"}, report
+    assert report["group"] == 2000, "files made in an fsGroup volume belong to the group"
+    assert report["token"], "the service account token stays readable for the user"
+
+
+def test_run_as_non_root_refuses_root_and_takes_the_image_user(
+    api_client: Any, namespace: str, agents: list[NodeAgentProcess]
+) -> None:
+    """runAsNonRoot refuses uid 0 (asked for, or the image's) before the process starts, as kubelet does; an
+    image whose user is not root runs as that user."""
+    core: Any = client.CoreV1Api(api_client)
+    probe = "import os; print(os.getuid(), os.getgid())"
+    explicit = pool_pod("explicit-root", probe, securityContext={"runAsNonRoot": True, "runAsUser": 0})
+    image_root = pool_pod("image-root", probe, container={"securityContext": {"runAsNonRoot": True}})
+    image_user = pool_pod("image-user", probe, container={"image": "registry.local/echoer:1.0",
+                                                          "securityContext": {"runAsNonRoot": True}})
+    for pod in (explicit, image_root, image_user):
+        core.create_namespaced_pod(namespace, pod)
+    for name, why in (("explicit-root", "container's runAsUser breaks non-root policy"),
+                      ("image-root", "container has runAsNonRoot and image will run as root")):
+        waiting = wait_for(lambda n=name: _waiting(core, namespace, n), f"{name} to report why it waits", 60)
+        assert waiting.reason == "CreateContainerConfigError" and why in waiting.message, waiting
+        assert not read_text(agents[0].container_log(namespace, name, "main")), "no process was started"
+    done = wait_for(lambda: _finished(core, namespace, "image-user"), "image-user to finish", 60)
+    assert done.status.phase == "Succeeded"
+    assert _log(agents[0], namespace, "image-user").split() == ["1000", "1000"]
 
 
 GRACEFUL = """

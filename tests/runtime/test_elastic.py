@@ -42,9 +42,9 @@ def spec(model: Path, out: Path, count: int, nodes: int) -> dict[str, Any]:
             "inputs": {"prompts": [PROMPTS[i % len(PROMPTS)] for i in range(count)]}, "output": {"uri": str(out)}}
 
 
-def pod_env(job: Path, node_rank: int, tmp: Path, **extra: str) -> dict[str, str]:
+def pod_env(job: Path, node_rank: int, tmp: Path, nodes: int = 3, **extra: str) -> dict[str, str]:
     """What the operator gives a pod of an elastic job (the PET_* rendezvous env is set but unused)."""
-    return {**os.environ, "KUBEINFER_JOB_FILE": str(job), "KUBEINFER_ATTEMPT": "1", "PET_NNODES": "3",
+    return {**os.environ, "KUBEINFER_JOB_FILE": str(job), "KUBEINFER_ATTEMPT": "1", "PET_NNODES": str(nodes),
             "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": str(node_rank), "PET_MASTER_ADDR": "127.0.0.1",
             "PET_MASTER_PORT": "1", "KUBEINFER_WORKER_METRICS_PORT": "0", "KUBEINFER_PROGRESS": "off",
             "KUBEINFER_TERMINATION_LOG": str(tmp / f"term-{node_rank}"), "HF_HUB_OFFLINE": "1",
@@ -71,18 +71,26 @@ class RankWatch:
 
     def __init__(self, pods: list[subprocess.Popen[str]]) -> None:
         self.pods, self.pids = pods, [set[int]() for _ in pods]
+        self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
 
+    def watch(self, pods: list[subprocess.Popen[str]]) -> None:
+        """Watch `pods` from now on (a pod already watched keeps the pids seen so far)."""
+        with self.lock:
+            known = dict(zip((p.pid for p in self.pods), self.pids, strict=True))
+            self.pods, self.pids = pods, [known.get(p.pid, set[int]()) for p in pods]
+
     def _watch(self) -> None:
         while not self.stop.wait(0.05):
-            for pod, seen in zip(self.pods, self.pids, strict=True):
-                try:
-                    children = psutil.Process(pod.pid).children(recursive=True)
-                except psutil.NoSuchProcess:
-                    continue
-                seen.update(p.pid for p in children if is_rank(p))
+            with self.lock:
+                for pod, seen in zip(self.pods, self.pids, strict=True):
+                    try:
+                        children = psutil.Process(pod.pid).children(recursive=True)
+                    except psutil.NoSuchProcess:
+                        continue
+                    seen.update(p.pid for p in children if is_rank(p))
 
     def rank_of(self, index: int) -> psutil.Process:
         deadline = time.monotonic() + 120
@@ -113,15 +121,20 @@ def test_a_killed_worker_loses_only_its_chunk(gpt2_dir: Path, tmp_path: Path) ->
     item once, each text equal to transformers on the same window of 4 (batchSize 4)."""
     count, out = 48, tmp_path / "out"
     job = job_json(spec(gpt2_dir, out, count, nodes=3), tmp_path / "job.json", uid="uid-kill")
-    slow = {SLOW_ENV: "1:1.0"}  # pod 1 sits on each computed chunk for a second: the kill finds one in hand
-    pods = [start_pod(pod_env(job, n, tmp_path, **(slow if n == 1 else {}))) for n in range(3)]
+    # Pod 1 starts first and holds each chunk it computed for 2 s before publishing it, so it has committed
+    # work and holds a computed chunk when it is killed, however fast or loaded the machine is.
+    pods = [start_pod(pod_env(job, 1, tmp_path, **{SLOW_ENV: "1:2"}))]
     watch = RankWatch(pods)
     try:
-        victim = watch.rank_of(1)
+        victim = watch.rank_of(0)
         deadline = time.monotonic() + 300
         while committed_by(out, 1) == 0:
-            assert time.monotonic() < deadline and pods[1].poll() is None, "pod 1 committed nothing"
+            assert time.monotonic() < deadline and pods[0].poll() is None, "pod 1 committed nothing"
             time.sleep(0.05)
+        pods = [start_pod(pod_env(job, 0, tmp_path)), pods[0], start_pod(pod_env(job, 2, tmp_path))]
+        watch.watch(pods)
+        for survivor in (0, 2):  # up and claiming when pod 1 dies
+            watch.rank_of(survivor)
         victim.send_signal(signal.SIGKILL)
         logs = [pod.communicate(timeout=400)[0] for pod in pods]
     finally:
@@ -141,26 +154,37 @@ def test_a_killed_worker_loses_only_its_chunk(gpt2_dir: Path, tmp_path: Path) ->
     assert {e["rank"] for e in entries} == {0, 1, 2}
 
 
+def claimed_by(out: Path, slot: int) -> bool:
+    """Whether worker `slot` holds a chunk claim (local files: _ledger/elastic/<epoch>/claims/c<chunk>/<gen>)."""
+    claims = (out / "_ledger" / "elastic").glob("*/claims/c*/*")
+    return any(json.loads(path.read_text() or "{}").get("slot") == slot for path in claims)
+
+
 def test_a_slow_worker_s_chunk_is_finished_by_another(gpt2_dir: Path, tmp_path: Path) -> None:
-    """`kubeinfer run --nproc 2` with slot 1 holding each computed chunk for 20 s: slot 0 runs out of
-    unclaimed chunks, computes a speculative copy of slot 1's chunk in hand and commits it first; slot 1's
-    copy is dropped unwritten, and every item is listed once, equal to transformers on the same windows."""
+    """Two pods; pod 1 starts first and holds each chunk it computes instead of publishing it: pod 0, once
+    out of unclaimed chunks, computes a speculative copy of pod 1's chunk in hand and commits it first;
+    pod 1's copy is dropped unwritten, and every item is listed once, equal to transformers on the same
+    windows."""
     count, out = 16, tmp_path / "out"
-    body = {"apiVersion": "kubeinfer.io/v1alpha1", "kind": "DistributedInference", "metadata": {"name": "slow"},
-            "spec": spec(gpt2_dir, out, count, nodes=1)}
-    job = tmp_path / "job.yaml"
-    job.write_text(json.dumps(body))
-    env = {**os.environ, SLOW_ENV: "1:20", CHUNK_ENV: str(BATCH), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("api", "runtime"))}
-    run = subprocess.run([sys.executable, "-m", "kubeinfer_runtime.cli", "run", str(job), "--nproc", "2",
-                          "--output", str(out)], env=env, capture_output=True, text=True, timeout=400, check=False)
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-4000:]
-    assert "slot 1 is still on it; computing a speculative copy" in log, log[-4000:]
-    assert "another worker commits it; discarding this copy" in log, log[-4000:]
+    job = job_json(spec(gpt2_dir, out, count, nodes=2), tmp_path / "job.json", uid="uid-slow")
+    slow = start_pod(pod_env(job, 1, tmp_path, nodes=2, **{SLOW_ENV: "1:300"}))
+    pods = [slow]
+    try:
+        deadline = time.monotonic() + 300
+        while not claimed_by(out, 1):  # pod 0 starts once pod 1 holds work, however slow this machine is
+            assert time.monotonic() < deadline and slow.poll() is None, "pod 1 claimed nothing"
+            time.sleep(0.05)
+        pods.insert(0, start_pod(pod_env(job, 0, tmp_path, nodes=2)))
+        logs = [pod.communicate(timeout=400)[0] for pod in pods]
+    finally:
+        for pod in pods:
+            pod.kill()
+    assert [pod.returncode for pod in pods] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert "slot 1 is still on it; computing a speculative copy" in logs[0], logs[0][-4000:]
+    assert "another worker commits it; discarding this copy" in logs[1], logs[1][-4000:]
     entries, texts = manifest_texts(out)
     assert [e["index"] for e in entries] == list(range(count)), "every item exactly once, in order"
-    assert {e["rank"] for e in entries} == {0}, "slot 1's copy was never published"
+    assert {e["rank"] for e in entries} == {0}, "pod 1's copies were never published"
     items = items_of(count)
     assert texts == reference_batched_texts(gpt2_dir, [items[i:i + BATCH] for i in range(0, count, BATCH)], PARAMS)
 

@@ -14,6 +14,7 @@ from run_harness import kubeinfer, manifest, reference_pngs, write
 
 from kubeinfer_runtime.ledger import Ledger
 from kubeinfer_runtime.outputs import RECORD_ITEMS_ENV
+from kubeinfer_runtime.rank import ITEM_DELAY_ENV
 from kubeinfer_runtime.storage import ObjectStore
 
 pytest_plugins = ["s3_fixtures"]
@@ -30,11 +31,12 @@ def rank_processes(root: Any) -> list[psutil.Process]:
 
 
 def kill_a_rank_after(root: Any, ledger: Ledger, committed: int, rank: int, timeout_s: float = 300) -> int:
-    """SIGKILL `rank` once `committed` items are in the ledger; returns how many there were."""
+    """SIGKILL `rank` once it has `committed` items in the ledger; returns how many the ledger had then."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and root.poll() is None:
-        done = len(ledger.committed())
-        if done >= committed:
+        entries = ledger.entries()
+        done = len(entries)
+        if sum(1 for e in entries if e.rank == rank) >= committed:
             victim = next(p for p in rank_processes(root) if p.environ().get("RANK") == str(rank))
             victim.send_signal(signal.SIGKILL)
             return done
@@ -55,8 +57,11 @@ def test_killed_worker_resumes_with_every_item_exactly_once(flux_dir: Path, tmp_
     store = ObjectStore(uri)
     ledger = Ledger(store)
     per_item = {RECORD_ITEMS_ENV: "1"}  # a record per item: the kill lands between records, even in a batch
-    first = kubeinfer("run", str(job), "--nproc", "2", "--output", uri, background=True, env=per_item)
-    # Rank 0 has the first 6 items (or batches 0 and 1 of 3), so it still has work after the first commits.
+    # Each item held back half a second: the kill lands mid-run however fast (or loaded) the machine is.
+    first = kubeinfer("run", str(job), "--nproc", "2", "--output", uri, background=True,
+                      env={**per_item, ITEM_DELAY_ENV: "0.5"})
+    # Rank 0 has the first 6 items (or batches 0 and 1 of 3), so it still has work after its first 2 commits
+    # (which, with batchSize 4, are in its first batch).
     killed_at = kill_a_rank_after(first, ledger, committed=2, rank=0)
     log = first.communicate(timeout=300)[0]
     assert first.returncode != 0, "torchrun must fail when one of its processes is killed"

@@ -284,31 +284,33 @@ def pyproject() -> dict[str, Any]:
     return project
 
 
-@pytest.mark.parametrize(("target", "extra", "script"), [
+@pytest.mark.parametrize(("target", "extras", "script"), [
     ("operator", "operator", "kubeinfer-operator"),
     # Every URI scheme the CRD accepts must work in the default worker image.
-    ("runtime", "runtime,gcs,azure", "kubeinfer-worker")])
-def test_dockerfile_target_installs_its_extra_and_runs_as_non_root(target: str, extra: str, script: str) -> None:
+    ("runtime", "runtime gcs azure", "kubeinfer-worker")])
+def test_dockerfile_target_installs_its_extra_and_runs_as_non_root(target: str, extras: str, script: str) -> None:
     stages = dockerfile_stages()
-    final = stages[target]
+    final, deps = stages[target], stages[f"{target}-deps"]
+    assert final["base"] == f"{target}-deps", "the image is its dependency stage plus the project"
+    installs = " ".join(steps(deps, "RUN"))
+    assert f"image-requirements.py /tmp/deps/pyproject.toml {extras} >" in installs
+    assert "pip install" in installs and "-r /tmp/deps/requirements.txt" in installs
     [copy] = steps(final, "COPY")
-    assert copy == f"--from={target}-build /opt/venv /opt/venv", "only the built venv enters the final image"
-    installs = " ".join(steps(stages[f"{target}-build"], "RUN"))
-    assert "pip install" in installs and f'".[{extra}]"' in installs and installs.count(".[") == 1
+    assert copy == "--from=wheel /dist /tmp/dist", "only the project's wheel enters on top of the dependencies"
+    assert "--no-deps /tmp/dist/*.whl" in " ".join(steps(final, "RUN"))
     assert steps(final, "USER")[-1] == "1000:1000"
     assert steps(final, "ENTRYPOINT") == [f'["{script}"]']
     assert script in pyproject()["scripts"]
-    assert final["base"] == stages[f"{target}-build"]["base"], "the venv must run on the interpreter it was built on"
 
 
 def test_dockerfile_final_images_have_no_build_tools() -> None:
     stages = dockerfile_stages()
     for target in ("operator", "runtime"):
-        commands = " ".join(steps(stages[target], "RUN"))
-        assert "pip install" not in commands
+        commands = " ".join(steps(stages[target], "RUN") + steps(stages[f"{target}-deps"], "RUN"))
+        assert "/opt/venv/bin/pip uninstall --yes --disable-pip-version-check pip" in commands
         for tool in ("build-essential", "gcc", "g++", "make ", "-dev ", "git", "curl", "wget"):
             assert tool not in commands, f"{tool} in the {target} image"
-    assert "nvidia/cuda" in stages["runtime"]["base"], "the runtime image needs a CUDA-capable base"
+    assert "nvidia/cuda" in stages["runtime-deps"]["base"], "the runtime image needs a CUDA-capable base"
 
 
 def test_operator_image_has_no_torch_and_runtime_image_no_kopf() -> None:
@@ -327,6 +329,8 @@ def test_dockerignore_sends_only_the_packages() -> None:
     rules = [r for r in (REPO / ".dockerignore").read_text().splitlines() if r and not r.startswith("#")]
     assert rules[0] == "**", "everything is excluded first (.venv, .git, caches, outputs)"
     included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    copied = {step.split()[0].rstrip("/") for step in steps(dockerfile_stages()["operator-build"], "COPY")}
-    assert copied - {"pyproject.toml", "README.md"} <= included
-    assert {"pyproject.toml", "README.md", "api", "operator", "runtime"} == included
+    stages = dockerfile_stages()
+    copied = {source.rstrip("/") for name in ("wheel", "operator-deps", "runtime-deps")
+              for step in steps(stages[name], "COPY") for source in step.split()[:-1]}
+    assert copied == {"pyproject.toml", "README.md", "api", "operator", "runtime", "hack/image-requirements.py"}
+    assert copied == included

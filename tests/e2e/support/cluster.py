@@ -45,6 +45,7 @@ class Backend(Protocol):
     def s3_host_env(self) -> dict[str, str]: ...  # the same for processes on this host (reference runs)
     def container_log(self, namespace: str, pod: str, container: str) -> str: ...
     def kill_container(self, namespace: str, pod: str) -> None: ...  # SIGKILL its processes (a crash)
+    def container_identity(self, namespace: str, pod: str) -> tuple[int, bool]: ...  # (uid, root read-only)
     def lose_node(self, node: str) -> None: ...  # power loss: the node's processes die, its lease stops
     def restore_node(self, node: str) -> None: ...
     def spare_node(self) -> str: ...  # a node no other test schedules onto, for lose_node

@@ -94,6 +94,13 @@ class KindBackend:
         script = f"kill -9 $(crictl inspect --output go-template --template '{{{{.info.pid}}}}' {container_id})"
         subprocess.run(["docker", "exec", obj["spec"]["nodeName"], "sh", "-c", script], check=True)
 
+    def container_identity(self, namespace: str, pod: str) -> tuple[int, bool]:
+        """The container's uid, and whether writing to `/` fails for it, by `kubectl exec`."""
+        probe = "import os; print(os.geteuid(), int(not os.access('/', os.W_OK)))"
+        result = Cluster(self).kubectl("exec", "-n", namespace, pod, "--", "python3", "-c", probe)
+        uid, read_only = result.stdout.split()
+        return int(uid), read_only == "1"
+
     def lose_node(self, node: str) -> None:
         subprocess.run(["docker", "kill", node], check=True, capture_output=True)
 

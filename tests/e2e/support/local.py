@@ -34,6 +34,8 @@ SPARE = "spare"
 SPARE_TAINT = "kubeinfer-e2e/spare=true:NoSchedule"
 ENTRYPOINTS = {"kubeinfer-operator": ["kubeinfer-operator"], "kubeinfer-runtime": ["kubeinfer-worker"]}
 AGENT_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+#: The user of both images (the Dockerfile's `USER 1000:1000`), for pods that set no runAsUser.
+IMAGE_USERS = {image: "1000:1000" for image in ENTRYPOINTS}
 
 
 @dataclass
@@ -142,6 +144,18 @@ class LocalBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def container_identity(self, namespace: str, pod: str) -> tuple[int, bool]:
+        """The uid of the pod's process and whether `/` is mounted read-only for it, from /proc."""
+        obj = Cluster(self).get("pod", pod, namespace)
+        assert obj is not None, f"pod {namespace}/{pod} does not exist"
+        pids = pod_processes(obj["spec"]["nodeName"], obj["metadata"]["uid"])
+        assert pids, f"pod {namespace}/{pod} has no running process"
+        status = Path(f"/proc/{pids[0]}/status").read_text()
+        uid = int(status.split("\nUid:")[1].split()[1])  # real, effective, saved, fs: the effective one
+        root = next(line.split() for line in Path(f"/proc/{pids[0]}/mountinfo").read_text().splitlines()
+                    if line.split()[4] == "/")
+        return uid, "ro" in root[5].split(",")
+
     def lose_node(self, node: str) -> None:
         """Power loss: the agent and every pod process on the node die; the lease stops."""
         assert self.session is not None
@@ -186,4 +200,5 @@ def _agent_args(labels: dict[str, str] | None = None) -> list[str]:
     """The project's images mapped to its console scripts, the pods' env, and extra node labels."""
     args = [arg for image, argv in ENTRYPOINTS.items() for arg in ("--entrypoint", f"{image}={json.dumps(argv)}")]
     args += [arg for key, value in AGENT_ENV.items() for arg in ("--env", f"{key}={value}")]
+    args += [arg for image, user in IMAGE_USERS.items() for arg in ("--image-user", f"{image}={user}")]
     return args + [arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")]

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from . import network, volumes
+from . import network, security, volumes
 from .agent import Agent, AgentConfig
 
 
@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="IMAGE_NAME=JSON_ARGV: what to run for containers of that image that set no command",
     )
+    p.add_argument(
+        "--image-user",
+        action="append",
+        default=[],
+        help="IMAGE_NAME=UID[:GID]: the user the image runs as when a pod sets no runAsUser (else root)",
+    )
     p.add_argument("--lease-seconds", type=int, default=10, help="renewed every quarter of this")
     p.add_argument("--backoff-base", type=float, default=10.0, help="first crash-loop back-off (kubelet: 10s)")
     p.add_argument("--backoff-max", type=float, default=300.0)
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         taints=_taints(args.register_with_taints),
         extra_env=_pairs(args.env, "--env"),
         entrypoints=_entrypoints(args.entrypoint),
+        image_users=security.image_users(_pairs(args.image_user, "--image-user")),
         lease_seconds=args.lease_seconds,
         backoff_base=args.backoff_base,
         backoff_max=args.backoff_max,

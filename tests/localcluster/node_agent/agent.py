@@ -43,6 +43,7 @@ class AgentConfig:
     taints: list[dict[str, str]] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     entrypoints: dict[str, list[str]] = field(default_factory=dict)
+    image_users: dict[str, tuple[int, int]] = field(default_factory=dict)
     lease_seconds: int = 10
     backoff_base: float = 10.0
     backoff_max: float = 300.0
@@ -94,6 +95,7 @@ class Agent:
             base_env=base_env(self.cfg),
             node_capacity=self.capacity,
             entrypoints=self.cfg.entrypoints,
+            image_users=self.cfg.image_users,
             backoff_base=self.cfg.backoff_base,
             backoff_max=self.cfg.backoff_max,
             lookup=self.lookup,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import network, volumes
+from . import network, security, volumes
 from .envvars import ConfigError, Lookup, command_line, container_env
 from .process import ContainerProcess, Launch
 from .status import ContainerRecord, container_status, now, pod_conditions, pod_phase, terminated_state
@@ -30,6 +30,7 @@ class Runtime:
     base_env: dict[str, str]
     node_capacity: dict[str, str]
     entrypoints: dict[str, list[str]]
+    image_users: dict[str, tuple[int, int]]
     backoff_base: float
     backoff_max: float
     lookup: Lookup
@@ -186,6 +187,7 @@ class PodRunner:
             termination_host_path=self.dir / "termination" / container["name"],
             termination_path=term_path,
             fallback_to_logs=container.get("terminationMessagePolicy") == "FallbackToLogsOnError",
+            identity=security.identity(view, container, self.rt.image_users),
         )
 
     def pod_view(self) -> Obj:

@@ -40,6 +40,18 @@ def _write_files(root: Path, files: dict[str, str], mode: int) -> None:
         path.chmod(mode)
 
 
+def _own(root: Path, pod: Obj) -> None:
+    """fsGroup, as kubelet applies it: the volume's files belong to the group, which may read them (and
+    write the folders), and new files inherit it (setgid folders)."""
+    group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+    if group is None:
+        return
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, -1, int(group), follow_symlinks=False)
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o2070 if path.is_dir() else mode | 0o040)
+
+
 def _keyed(data: dict[str, str] | None, items: list[Obj] | None, what: str) -> dict[str, str]:
     """Select `items` (key -> path) from `data`, or every key when no items are given."""
     if data is None:
@@ -105,6 +117,8 @@ def _materialize_one(pod: Obj, vol: Obj, root: Path, lookup: Lookup, issue: Toke
                 size = vol["emptyDir"].get("sizeLimit")
                 opts = ["-o", f"size={size}"] if size else []
                 subprocess.run(["mount", "-t", "tmpfs", *opts, "tmpfs", str(path)], check=True)
+            path.chmod(0o777)  # kubelet's emptyDir mode: writable by any container user
+            _own(path, pod)
         return str(path)
     if "configMap" in vol:
         files = _ref_files(lookup, "ConfigMap", ns, vol["configMap"]["name"], vol["configMap"], what)
@@ -122,6 +136,7 @@ def _materialize_one(pod: Obj, vol: Obj, root: Path, lookup: Lookup, issue: Toke
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     _write_files(tmp, files, int(source.get("defaultMode", 0o644)))
+    _own(tmp, pod)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
     return str(path)
