@@ -188,6 +188,9 @@ class WorkersSpec(SpecModel):
     """The worker pods."""
 
     nodes: int = Field(1, ge=1, le=1024, description="Worker pods.")
+    min_nodes: int | None = Field(None, ge=1, le=1024, description=(
+        "strategy.elastic only: the job runs once this many worker pods run (the others join as capacity "
+        "appears), and a gang PodGroup asks the scheduler for this many at once; default: all nodes."))
     gpus_per_node: int = Field(0, ge=0, le=16, description=(
         "nvidia.com/gpu per pod (overrides any GPU value in resources); 0 runs on CPU with gloo."))
     processes_per_node: int | None = Field(None, ge=1, le=64, description=(
@@ -220,6 +223,11 @@ class WorkersSpec(SpecModel):
     termination_grace_period_seconds: int = Field(60, ge=1, le=3600, description=(
         "How long a worker may drain on SIGTERM (preemption, eviction, suspend, delete): it stops taking "
         "items and commits what it finished; also passed to the worker as KUBEINFER_GRACE_SECONDS."))
+
+    @property
+    def required(self) -> int:
+        """Worker pods the job needs running at once: minNodes for an elastic job, else every one."""
+        return self.min_nodes or self.nodes
 
 
 class RendezvousSpec(SpecModel):
@@ -322,6 +330,11 @@ class DistributedInferenceSpec(SpecModel):
         cel(f"self.strategy.type != 'pipeline' || ({_WORLD_SIZE}) >= 2",
             "strategy pipeline needs at least 2 processes (workers.nodes * processes per node)",
             ".strategy.type"),
+        cel("!has(self.workers.minNodes) || (has(self.strategy.elastic) && self.strategy.elastic)",
+            "workers.minNodes applies to elastic data jobs only (strategy.elastic: true); the other strategies "
+            "need every worker at once", ".workers.minNodes"),
+        cel("!has(self.workers.minNodes) || self.workers.minNodes <= self.workers.nodes",
+            "workers.minNodes must be at most workers.nodes", ".workers.minNodes"),
         cel("self.strategy.type != 'pipeline' || self.task.type == 'text-generation'",
             "strategy pipeline runs transformers models: use task.type text-generation", ".strategy.type"),
         cel("self.strategy.type != 'context' || self.task.type == 'text-to-image'",

@@ -99,6 +99,12 @@ def cross_field_problems(spec: DistributedInferenceSpec) -> list[str]:
     if strategy.elastic and strategy.type != "data":
         problems.append("spec.strategy.elastic: applies to type data only (the other strategies need every rank "
                         "at once); remove it or use type data")
+    min_nodes = spec.workers.min_nodes
+    if min_nodes is not None and not strategy.elastic:
+        problems.append("spec.workers.minNodes: applies to elastic data jobs only (strategy.elastic: true); the "
+                        "other strategies need every worker at once")
+    if min_nodes is not None and min_nodes > spec.workers.nodes:
+        problems.append(f"spec.workers.minNodes: {min_nodes} is more than workers.nodes ({spec.workers.nodes})")
     cache = spec.model.cache
     if cache is not None and (cache.claim_name is None) == (cache.host_path is None):
         problems.append("spec.model.cache: set exactly one of claimName (a PersistentVolumeClaim, ReadWriteMany to "

@@ -87,6 +87,12 @@ def _report_workers(status: DistributedInferenceStatus, spec: DistributedInferen
         conditions.set_condition(status, "Running", True, Reason.WORKERS_RUNNING,
                                  f"{nodes} of {nodes} workers running (attempt {status.attempt})", now, generation)
         return
+    if obs.all_running(spec.workers.required):  # an elastic job with minNodes: enough to make progress
+        waiting = f"; the scheduler: {obs.unschedulable[0]}" if obs.unschedulable else ""
+        conditions.set_condition(status, "Running", True, Reason.WORKERS_RUNNING, (
+            f"{obs.running} of {nodes} workers running (attempt {attempt}, minNodes {spec.workers.required}); "
+            f"the others join as capacity appears{waiting}"), now, generation)
+        return
     if conditions.is_true(status, "Restarting"):
         return
     if obs.unschedulable:

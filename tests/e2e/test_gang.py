@@ -147,3 +147,22 @@ def test_two_jobs_that_fit_alone_but_not_together(all_room: Pool, job_namespace:
     cluster.kubectl("delete", "dinf", "second", "-n", ns, "--wait=false")  # the only way out
     cluster.wait_condition("first", ns, "Complete", TIMEOUT)
     assert_every_item_once(cluster, ns, first)
+
+
+def test_an_elastic_job_with_min_nodes_runs_on_the_room_there_is(all_room: Pool, job_namespace: str,
+                                                                 tiny_models: Any) -> None:
+    """strategy.elastic with workers.minNodes 2 of 3, on room for 2: the gang of 2 is bound and the job runs
+    and completes on those two, every item once, while the third worker waits for capacity."""
+    cluster, ns = all_room.cluster, job_namespace
+    all_room.cordon(all_room.nodes[2])  # room for 2 workers
+    manifest = pool_job(all_room, "elastic", ns, nodes=3)
+    manifest["spec"].setdefault("strategy", {})["elastic"] = True
+    manifest["spec"]["workers"]["minNodes"] = 2
+    name = launch(cluster, ns, manifest)
+    job = cluster.wait_job(name, ns, lambda j: (j.get("status") or {}).get("state") == "Running", "state Running",
+                           TIMEOUT)
+    assert "of 3 workers running (attempt 0, minNodes 2); the others join as capacity appears" in \
+        job["status"]["message"], job["status"]["message"]
+    assert len(pods(cluster, ns, name)) == 3 and bound(cluster, ns, name) == 2, "two placed, one waiting for room"
+    cluster.wait_condition(name, ns, "Complete", TIMEOUT)
+    assert_every_item_once(cluster, ns, manifest)

@@ -105,6 +105,23 @@ def test_an_unplaceable_gang_shows_state_unschedulable_with_the_schedulers_reaso
     assert d.status.message is not None and "minCount (3) cannot be satisfied" in d.status.message
 
 
+def test_an_elastic_job_with_min_nodes_asks_for_that_many_and_runs_on_them() -> None:
+    """workers.minNodes 2 of 3: the PodGroup's minCount is 2, and 2 running workers make the job Running
+    while the third waits for room, the scheduler's reason in the message."""
+    job = JobBuilder().nodes(3).set("strategy.elastic", True).set("workers.minNodes", 2)
+    assert build_pod_group(job.ref(), job.spec(), attempt=0)["spec"]["schedulingPolicy"] == {"gang": {"minCount": 2}}
+    pods = [PodBuilder("cats", 0).running(), PodBuilder("cats", 1).running(),
+            PodBuilder("cats", 2).unschedulable("0/3 nodes are available: 3 Insufficient cpu.")]
+    d = step(job, DistributedInferenceStatus(), pods, served=True)
+    running = conditions.get(d.status, "Running")
+    assert d.status.state == "Running" and running is not None and running.status == "True"
+    assert running.message == ("2 of 3 workers running (attempt 0, minNodes 2); the others join as capacity "
+                               "appears; the scheduler: cats-workers-2: 0/3 nodes are available: 3 Insufficient cpu.")
+    one = step(job, DistributedInferenceStatus(), pods[:1] + [PodBuilder("cats", i).unschedulable("full")
+                                                               for i in (1, 2)], served=True)
+    assert one.status.state == "Unschedulable", "fewer than minNodes running: not Running"
+
+
 def test_state_message_is_one_short_line() -> None:
     pods = [PodBuilder("cats", 0).unschedulable("x " * 400)]
     d = step(JobBuilder().nodes(1), DistributedInferenceStatus(), pods, served=False)

@@ -10,8 +10,9 @@ API_VERSION = "scheduling.k8s.io/v1beta1"
 
 
 def min_count(spec: DistributedInferenceSpec) -> int:
-    """Every rank is needed: each pod holds ranks the others wait for in their collectives."""
-    return spec.workers.nodes
+    """Every rank is needed (each pod holds ranks the others wait for in their collectives), except in an
+    elastic job with workers.minNodes, whose pods claim work on their own: that many start it."""
+    return spec.workers.required
 
 
 def build_pod_group(job: JobRef, spec: DistributedInferenceSpec, attempt: int) -> Obj:
