@@ -24,7 +24,7 @@ from typing import Any
 
 from kubeinfer_api.jobconfig import JobConfig
 from kubeinfer_api.validation import output_format
-from kubeinfer_runtime import metrics
+from kubeinfer_runtime import drain, metrics
 from kubeinfer_runtime.claims import Claim, Claims
 from kubeinfer_runtime.ledger import COMMITS, Entry, Ledger
 from kubeinfer_runtime.outputs import encode, failure_row, upload
@@ -112,14 +112,21 @@ class ElasticWorker:
         self.slow = slow_seconds(claims.slot)
 
     def run(self) -> None:
+        """Until every chunk is committed; on SIGTERM (drain) stop claiming, publish the chunk computed last
+        and raise Drained: a chunk in computation is abandoned, and another worker takes its claim over."""
         for chunk in self.plan.open:  # the common path: one create per chunk, no listing
+            if drain.requested():
+                break
             claim = self.claims.take(f"c{chunk:08d}")
             if claim is not None:
                 self._compute(chunk, claim)
-        self._tail()
+        if not drain.requested():
+            self._tail()
         self._wait_publish()
         self.publisher.shutdown()
         self.uploads.shutdown()
+        if drain.requested():
+            raise drain.stopped(self.succeeded)
 
     def committed_chunks(self) -> set[int]:
         prefix = f"e{self.epoch}-c"
@@ -127,7 +134,7 @@ class ElasticWorker:
 
     def _tail(self) -> None:
         """Take over chunks whose owner is gone, then speculate on the oldest ones still in flight."""
-        while True:
+        while not drain.requested():
             self._raise_publish_error()
             remaining = [c for c in self.plan.open if c not in self.committed_chunks()]
             if not remaining:
@@ -163,7 +170,11 @@ class ElasticWorker:
         return publisher is not None and not self.claims.alive(publisher)
 
     def _compute(self, chunk: int, claim: Claim) -> None:
-        results = list(self.compute(self.plan.chunk(chunk)))
+        items, results = self.plan.chunk(chunk), []
+        for result in self.compute(items):
+            results.append(result)
+            if drain.requested() and len(results) < len(items):
+                return  # draining: the chunk is abandoned unpublished
         self.mine.add(chunk)
         self._wait_publish()
         self.publishing = self.publisher.submit(self._publish, chunk, results)

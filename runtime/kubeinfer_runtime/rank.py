@@ -20,7 +20,7 @@ from kubeinfer_api.jobconfig import JobConfig, load_job_config
 from kubeinfer_api.plan import build_plan
 from kubeinfer_api.status import OutputStatus
 from kubeinfer_api.validation import output_format
-from kubeinfer_runtime import elastic, startup
+from kubeinfer_runtime import drain, elastic, startup
 from kubeinfer_runtime.claims import Claims
 from kubeinfer_runtime.contactsheet import NAME as CONTACT_SHEET
 from kubeinfer_runtime.contactsheet import contact_sheet
@@ -204,10 +204,14 @@ def compute(job: Job, work: Work) -> None:
             if delay:
                 time.sleep(delay)
             committer.submit(result)
+            if drain.requested():
+                break
     finally:
         stats = committer.close()
     log.info("rank %d: %d items committed, %d failed in %.2f s", dist.rank, stats.succeeded, stats.failed,
              time.perf_counter() - began)
+    if drain.requested():
+        raise drain.stopped(stats.succeeded)
 
 
 def quiet_progress_bars() -> None:
@@ -395,6 +399,8 @@ def main() -> None:
     configure_logging()
     try:
         config = load_job_config()
+        if config.plan.strategy == "data":
+            drain.install()
         (run_elastic if config.spec.strategy.elastic else run)(config, int(os.environ.get("KUBEINFER_ATTEMPT") or 0))
         echo_for_tests.write_stats(int(os.environ.get("RANK", "0")))
     except BaseException as err:
