@@ -142,8 +142,9 @@ def test_two_jobs_that_fit_alone_but_not_together(all_room: Pool, job_namespace:
     wait_for(lambda: bound(cluster, ns, "second") == 1, "the freed place taken by one worker", 120)
     wait_for(lambda: unschedulable(cluster, ns, "second", 2), "second's other worker rejected", 60)
     assert bound(cluster, ns, "first") == 1, "deadlock expected: each job holds one of its two workers"
-    for job in ("first", "second"):
-        assert state(cluster, ns, job) == "Unschedulable", json.dumps(cluster.job(job, ns)["status"])
+    for job in ("first", "second"):  # the operator's status follows the pods a moment later
+        wait_for(lambda job=job: state(cluster, ns, job) == "Unschedulable", f"{job} shown Unschedulable", 60)
+        assert bound(cluster, ns, job) == 1, json.dumps(cluster.job(job, ns)["status"])
     cluster.kubectl("delete", "dinf", "second", "-n", ns, "--wait=false")  # the only way out
     cluster.wait_condition("first", ns, "Complete", TIMEOUT)
     assert_every_item_once(cluster, ns, first)
