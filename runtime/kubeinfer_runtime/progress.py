@@ -78,6 +78,8 @@ class Reporter:
         self.counts: Callable[[], tuple[int, int]] | None = None  # this run's (succeeded, failed), all ranks
         self.report = contract.Progress(attempt=attempt, phase="starting")
         self.lock = threading.Lock()
+        self.refresh_lock = threading.Lock()  # one counts read at a time: a late stale one never wins
+        self.publish_lock = threading.Lock()  # reports reach the sink in the order they were made
         self.stop_event = threading.Event()
         self.started: tuple[float, int] | None = None  # (time, committed) when running began
         self.thread = threading.Thread(target=self._loop, name="progress", daemon=True)
@@ -116,27 +118,39 @@ class Reporter:
                 "succeeded": committed, "failed": failed, "items_per_second": round(rate, 3), "eta_seconds": eta})
 
     def publish(self) -> None:
-        with self.lock:
-            report = self.report.model_copy(update={"updated_at": contract.now_iso()})
-        if self.sink is not None:
-            self.sink.publish(report)
+        with self.publish_lock:
+            with self.lock:
+                report = self.report.model_copy(update={"updated_at": contract.now_iso()})
+            if self.sink is not None:
+                self.sink.publish(report)
 
-    def close(self, phase: str, message: str = "", output: OutputStatus | None = None) -> None:
+    def close(self, phase: str, message: str = "", output: OutputStatus | None = None,
+              counts: tuple[int, int] | None = None) -> None:
+        """The last report. `counts`: the job's (succeeded, failed) as the ledger has them at the end,
+        which the operator judges successPolicy by; else this run's published counters, read once more."""
         self.stop_event.set()
-        try:
-            self.refresh()
-        except Exception as err:  # storage gone: report what we have
-            log.warning("progress: cannot read the counts: %s", err)
+        with self.refresh_lock:  # waits out a refresh in flight, so its older counts cannot land after these
+            if counts is not None:
+                with self.lock:
+                    self.report = self.report.model_copy(update={"succeeded": counts[0], "failed": counts[1]})
+            else:
+                try:
+                    self.refresh()
+                except Exception as err:  # storage gone: report what we have
+                    log.warning("progress: cannot read the counts: %s", err)
         self.set(phase=phase, message=message[-2000:], **({"output": output} if output else {}))
         self._log()
 
     def _loop(self) -> None:
         while not self.stop_event.wait(self.interval):
-            try:
-                self.refresh()
-            except Exception as err:  # a storage hiccup must not kill progress
-                log.warning("progress: cannot read the counts: %s", err)
-                continue
+            with self.refresh_lock:
+                if self.stop_event.is_set():
+                    return
+                try:
+                    self.refresh()
+                except Exception as err:  # a storage hiccup must not kill progress
+                    log.warning("progress: cannot read the counts: %s", err)
+                    continue
             self.publish()
             if self.report.phase == "running":
                 self._log()

@@ -256,12 +256,12 @@ def finalize(job: Job, work: Work, wait: bool = True) -> None:
         message = failure_message(state, len(entries), work.total, failed, needed)
         # The job has an outcome: the workers idle and the operator fails it (TooManyFailedItems).
         job.ledger.write_unsuccessful({**summary, "error": message})
-        job.reporter.close("complete", message=message, output=output)
+        job.reporter.close("complete", message=message, output=output, counts=(len(entries), len(failed)))
         raise ItemsFailed(message)
     if spec.task.type == "text-to-image" and spec.output.contact_sheet and entries:
         job.store.put(CONTACT_SHEET, contact_sheet(job.store, entries))
     job.ledger.write_success(summary)
-    job.reporter.close("complete", output=output)
+    job.reporter.close("complete", output=output, counts=(len(entries), len(failed)))
     log.info("complete: %d of %d items in %s", len(entries), work.total, job.store.url())
 
 
@@ -371,7 +371,9 @@ def finalize_once(job: Job, claims: Claims, work: Work) -> None:
         if summary is not None and summary.get("fingerprint") == work.fingerprint:
             output = OutputStatus(uri=job.store.url(), manifest=job.store.url(MANIFEST),
                                   objects=int(summary.get("objects", 0)), bytes=int(summary.get("bytes", 0)))
-            job.reporter.close("complete", message=str(summary.get("error", "")), output=output)
+            succeeded = int(summary.get("succeeded", 0))
+            job.reporter.close("complete", message=str(summary.get("error", "")), output=output,
+                               counts=(succeeded, work.total - succeeded))
             return
         if claims.take_over("finalize") is not None:
             finalize(job, work, wait=False)

@@ -172,9 +172,14 @@ def crash(admin: Kube, pod: dict[str, Any], message: str) -> None:
     admin.patch("Pod", meta["namespace"], meta["name"], {"status": status}, subresource="status")
 
 
+NO_SCHEDULER = "kubeinfer-e2e-no-scheduler"
+
+
 def create(admin: Kube, job: JobBuilder) -> None:
-    """Workers no node takes: node agents that other modules of the session keep running would run them."""
-    admin.create(job.set("workers.nodeSelector", {"kubeinfer-e2e/no-such-node": "true"}).obj())
+    """Workers no scheduler binds: node agents that other modules of the session keep running would run
+    them, and an unschedulable pod's scheduler message changes whenever a node comes or goes, which
+    rightly rewrites the job's status (the steady-state tests need a steady cluster)."""
+    admin.create(job.set("workers.schedulerName", NO_SCHEDULER).obj())
 
 
 def steady_state_is_not_rewritten(admin: Kube, ns: str, name: str) -> None:

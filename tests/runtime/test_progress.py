@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,48 @@ def test_reports_phases_at_once_and_counts_what_the_ranks_publish(tmp_path: Path
     assert last.items_per_second > 0 and last.eta_seconds == 0
     reporter.close("complete")
     assert sink.reports[-1].phase == "complete"
+
+
+def test_a_counts_read_in_flight_at_close_never_overwrites_the_last_report() -> None:
+    """The background refresh reads older counts (15) while the job closes with 24: the last report the
+    operator sees must say 24, or successPolicy fails a job that wrote every output (seen in CI)."""
+    sink = Collect()
+    complete_sent, reading = threading.Event(), threading.Event()
+    calls = 0
+
+    def counts() -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return 24, 0
+        reading.set()
+        complete_sent.wait(timeout=1)  # a slow read: it returns after the close, if the close does not wait
+        return 15, 0
+
+    class Watch(Collect):
+        def publish(self, report: contract.Progress) -> None:
+            sink.publish(report)
+            if report.phase == "complete":
+                complete_sent.set()
+
+    reporter = Reporter(attempt=0, sink=Watch(), interval=0.01)
+    reporter.track(counts)
+    reporter.set(total=24)
+    reporter.start()
+    assert reading.wait(timeout=30), "the background refresh never ran"
+    reporter.close("complete")
+    reporter.thread.join(timeout=30)
+    last = sink.reports[-1]
+    assert (last.phase, last.succeeded) == ("complete", 24), [(r.phase, r.succeeded) for r in sink.reports]
+
+
+def test_the_last_report_carries_the_ledgers_counts() -> None:
+    sink = Collect()
+    reporter = Reporter(attempt=0, sink=sink, interval=3600)
+    reporter.track(lambda: (3, 0))  # this run's counters lag behind the ledger
+    reporter.set(total=10, skipped=2)
+    reporter.close("complete", counts=(9, 1))
+    assert (sink.reports[-1].succeeded, sink.reports[-1].failed) == (9, 1)
 
 
 def test_progress_line() -> None:
