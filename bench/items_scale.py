@@ -74,7 +74,8 @@ def rank_stats(stats: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(stats.glob("rank-*.json"))]
 
 
-def finalize_and_resume(job: dict[str, Any], output: str, endpoint: str | None) -> tuple[float, float, int]:
+def finalize_and_resume(job: dict[str, Any], output: str, endpoint: str | None,
+                        count: int) -> tuple[float, float, int]:
     """(finalize seconds, resume-planning seconds with half done, items the plan left to do)."""
     from kubeinfer_api.jobconfig import make_job_config
     from kubeinfer_api.validation import parse_manifest
@@ -85,7 +86,7 @@ def finalize_and_resume(job: dict[str, Any], output: str, endpoint: str | None) 
     store = ObjectStore(output, endpoint_url=endpoint)
     ledger = Ledger(store)
     began = time.perf_counter()
-    ledger.write_manifest(ledger.state().sorted_entries())
+    ledger.write_manifest(count)
     finalize = time.perf_counter() - began
     for name in sorted(store.list(COMMITS))[::2]:
         store.fs.rm(store.path(f"{COMMITS}/{name}"))
@@ -119,7 +120,7 @@ def one_run(backend: str, count: int, work: Path, server: Any) -> dict[str, Any]
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        finalize, resume, to_do = finalize_and_resume(manifest, output, endpoint)
+        finalize, resume, to_do = finalize_and_resume(manifest, output, endpoint, count)
     finally:
         for key, value in saved.items():
             if value is None:

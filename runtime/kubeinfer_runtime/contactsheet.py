@@ -20,14 +20,14 @@ LABEL = 16
 GAP = 4
 
 
-def contact_sheet(store: ObjectStore, entries: list[Entry], thumb: int = THUMB) -> bytes:
-    """PNG bytes of a grid of the first MAX_TILES images, each with its id underneath."""
+def contact_sheet(store: ObjectStore, entries: list[Entry], total: int, thumb: int = THUMB) -> bytes:
+    """PNG bytes of a grid of the first MAX_TILES of `entries` (of `total` images), each with its id underneath."""
     from PIL import Image, ImageDraw, ImageOps
 
     shown = entries[:MAX_TILES]
     cols = max(1, min(8, math.ceil(math.sqrt(len(shown)))))
     rows = max(1, math.ceil(len(shown) / cols))
-    footer = LABEL if len(entries) > len(shown) else 0
+    footer = LABEL if total > len(shown) else 0
     cell_w, cell_h = thumb + GAP, thumb + LABEL
     sheet = Image.new("RGB", (cols * cell_w + GAP, rows * cell_h + GAP + footer), "white")
     draw = ImageDraw.Draw(sheet)
@@ -42,7 +42,7 @@ def contact_sheet(store: ObjectStore, entries: list[Entry], thumb: int = THUMB) 
         sheet.paste(image, (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))
         draw.text((x, y + thumb + 2), entry.id[:24], fill="black")
     if footer:
-        draw.text((GAP, rows * cell_h + GAP), f"first {len(shown)} of {len(entries)} images", fill="black")
+        draw.text((GAP, rows * cell_h + GAP), f"first {len(shown)} of {total} images", fill="black")
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()

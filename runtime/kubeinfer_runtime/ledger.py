@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeinfer_api.jobconfig import JobConfig
 from kubeinfer_api.validation import output_format
+from kubeinfer_runtime.manifest import HEAD_BYTES, Source, Tally, first_index, manifest_lines
 from kubeinfer_runtime.storage import ObjectStore
 
 if TYPE_CHECKING:  # the CLI reads ledgers without importing torch
@@ -119,12 +120,6 @@ def record_lines(entries: list[Entry], failures: list[dict[str, Any]]) -> bytes:
     return b"".join(line for _, line in rows)
 
 
-def batched_lines(entries: list[Entry], per_chunk: int = 4096) -> Iterator[bytes]:
-    """Manifest lines joined a few thousand at a time (one write call each, not one per line)."""
-    for start in range(0, len(entries), per_chunk):
-        yield b"".join(entry_line(e) for e in entries[start:start + per_chunk])
-
-
 class Ledger:
     def __init__(self, store: ObjectStore, threads: int = 16) -> None:
         self.store, self.threads = store, threads
@@ -164,13 +159,16 @@ class Ledger:
                     state.failures[str(row["id"])] = row
                 else:
                     state.entries.setdefault(str(row["id"]), Entry(**row))
-        for data in self._read_all([f"{LEGACY_ITEMS}/{n}" for n in self.store.list(LEGACY_ITEMS)]):
+        for data in self._read_legacy(LEGACY_ITEMS):
             row = json.loads(data)
             state.entries.setdefault(str(row["id"]), Entry(**row))
-        for data in self._read_all([f"{LEGACY_FAILED}/{n}" for n in self.store.list(LEGACY_FAILED)]):
+        for data in self._read_legacy(LEGACY_FAILED):
             row = json.loads(data)
             state.failures.setdefault(str(row["id"]), row)
         return state
+
+    def _read_legacy(self, folder: str) -> Iterator[bytes]:
+        return self._read_all([f"{folder}/{n}" for n in self.store.list(folder)])
 
     def _read_all(self, keys: list[str]) -> Iterator[bytes]:
         """The objects in order, read `threads` at a time and a few rounds ahead (not all held at once)."""
@@ -237,9 +235,51 @@ class Ledger:
         with ThreadPoolExecutor(max_workers=min(self.threads, max(len(keys), 1))) as pool:
             return [d for d in pool.map(read, keys) if d is not None]
 
-    def write_manifest(self, entries: list[Entry]) -> None:
-        """One line per committed item, in index order, streamed (no second copy of the whole file)."""
-        self.store.put_stream(MANIFEST, lambda: batched_lines(entries))
+    def write_manifest(self, total: int) -> Tally:
+        """One line per committed item, in index order, merged from the records as it is uploaded:
+        O(records) requests and memory for the records that overlap, whatever the item count."""
+        sources = self.sources()
+        tally = Tally(total)
+
+        def lines() -> Iterator[bytes]:
+            nonlocal tally
+            tally = Tally(total)  # a retried upload counts again
+            return manifest_lines(self.store, sources, tally)
+
+        self.store.put_stream(MANIFEST, lines)
+        return tally
+
+    def manifest_head(self, count: int) -> list[Entry]:
+        """The first `count` entries of manifest.jsonl, read a piece at a time (not the whole file)."""
+        data, start = b"", 0
+        while data.count(b"\n") < count:
+            piece = self.store.get_range(MANIFEST, start, start + HEAD_BYTES)
+            data, start = data + piece, start + len(piece)
+            if len(piece) < HEAD_BYTES:
+                break
+        return [Entry(**json.loads(line)) for line in data.split(b"\n")[:count] if line.strip()]
+
+    def sources(self) -> list[Source]:
+        """Every record with its first index (a ranged read of its head), and an old ledger's objects."""
+        names = sorted(self.store.list(COMMITS))
+        keys = [f"{COMMITS}/{n}" for n in names]
+
+        def head(key: str) -> bytes:
+            data = self.store.get_range(key, 0, HEAD_BYTES)
+            return data if b"\n" in data or len(data) < HEAD_BYTES else self.store.get(key)
+
+        found: list[Source] = []
+        with ThreadPoolExecutor(max_workers=min(self.threads, max(len(keys), 1))) as pool:
+            for order, (key, data) in enumerate(zip(keys, pool.map(head, keys), strict=True)):
+                if data.strip():
+                    found.append(Source(order=order, key=key, first=first_index(data)))
+        legacy = [Entry(**json.loads(d)) for d in self._read_legacy(LEGACY_ITEMS)]
+        failed = [json.loads(d) for d in self._read_legacy(LEGACY_FAILED)]
+        if legacy:  # after every record: a record's entry wins
+            found.append(Source(order=len(keys), data=record_lines(legacy, []), first=min(e.index for e in legacy)))
+        if failed:  # before every record: a record's failure is the later one
+            found.append(Source(order=-1, data=record_lines([], failed), first=min(int(f["index"]) for f in failed)))
+        return found
 
     def write_success(self, summary: dict[str, Any]) -> None:
         self.store.put(SUCCESS, json.dumps(summary, indent=1, sort_keys=True).encode())

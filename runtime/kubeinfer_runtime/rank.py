@@ -22,12 +22,13 @@ from kubeinfer_api.status import OutputStatus
 from kubeinfer_api.validation import output_format
 from kubeinfer_runtime import drain, elastic, startup
 from kubeinfer_runtime.claims import Claims
+from kubeinfer_runtime.contactsheet import MAX_TILES, contact_sheet
 from kubeinfer_runtime.contactsheet import NAME as CONTACT_SHEET
-from kubeinfer_runtime.contactsheet import contact_sheet
 from kubeinfer_runtime.distributed import init_distributed, local_context, shutdown_distributed
 from kubeinfer_runtime.inputs import load_items
 from kubeinfer_runtime.launch import RUN_DIR_ENV
-from kubeinfer_runtime.ledger import MANIFEST, Ledger, LedgerState, fingerprint
+from kubeinfer_runtime.ledger import MANIFEST, Ledger, fingerprint
+from kubeinfer_runtime.manifest import Tally
 from kubeinfer_runtime.modelstore import check_model, fetch_model
 from kubeinfer_runtime.outputs import Committer, record_limits
 from kubeinfer_runtime.progress import Reporter, configmap_sink
@@ -237,38 +238,36 @@ def finalize(job: Job, work: Work, wait: bool = True) -> None:
     job.reporter.set(phase="finalizing")
     if wait:
         wait_for_ranks(job, work)
-    state = job.ledger.state()
-    entries = state.sorted_entries()
-    failed = sorted(state.failed())
-    missing = sorted(i.id for i in work.pending if i.id not in state.entries and i.id not in state.failures)
-    if missing:  # no outcome marker: a restart computes them
-        raise RuntimeError(f"{len(missing)} items got no result from any rank (first: {missing[0]}); this is a bug")
-    job.ledger.write_manifest(entries)
-    output = OutputStatus(uri=job.store.url(), manifest=job.store.url(MANIFEST), objects=len(entries),
-                          bytes=sum(e.bytes for e in entries))
+    tally = job.ledger.write_manifest(work.total)
+    if tally.missing:  # no outcome marker: a restart computes them
+        first = next((i.id for i in work.pending if i.index == tally.first_missing), f"index {tally.first_missing}")
+        raise RuntimeError(f"{tally.missing} items got no result from any rank (first: {first}); this is a bug")
+    output = OutputStatus(uri=job.store.url(), manifest=job.store.url(MANIFEST), objects=tally.succeeded,
+                          bytes=tally.bytes)
     job.reporter.set(output=output)
     spec = job.config.spec
     summary = {"fingerprint": work.fingerprint, "job": job.config.name, "uid": job.config.uid, "total": work.total,
-               "succeeded": len(entries), "failed": failed[:1000], "attempt": job.attempt,
+               "succeeded": tally.succeeded, "failed": tally.failed_ids, "attempt": job.attempt,
                "objects": output.objects, "bytes": output.bytes}
+    counts = (tally.succeeded, tally.failed)
     needed = spec.success_policy.min_succeeded_ratio
-    if work.total and len(entries) / work.total < needed:
-        message = failure_message(state, len(entries), work.total, failed, needed)
+    if work.total and tally.succeeded / work.total < needed:
+        message = failure_message(tally, needed)
         # The job has an outcome: the workers idle and the operator fails it (TooManyFailedItems).
         job.ledger.write_unsuccessful({**summary, "error": message})
-        job.reporter.close("complete", message=message, output=output, counts=(len(entries), len(failed)))
+        job.reporter.close("complete", message=message, output=output, counts=counts)
         raise ItemsFailed(message)
-    if spec.task.type == "text-to-image" and spec.output.contact_sheet and entries:
-        job.store.put(CONTACT_SHEET, contact_sheet(job.store, entries))
+    if spec.task.type == "text-to-image" and spec.output.contact_sheet and tally.succeeded:
+        job.store.put(CONTACT_SHEET, contact_sheet(job.store, job.ledger.manifest_head(MAX_TILES), tally.succeeded))
     job.ledger.write_success(summary)
-    job.reporter.close("complete", output=output, counts=(len(entries), len(failed)))
-    log.info("complete: %d of %d items in %s", len(entries), work.total, job.store.url())
+    job.reporter.close("complete", output=output, counts=counts)
+    log.info("complete: %d of %d items in %s", tally.succeeded, work.total, job.store.url())
 
 
-def failure_message(state: LedgerState, succeeded: int, total: int, failed: list[str], needed: float) -> str:
-    first = state.failures[failed[0]] if failed else {}
-    return (f"{len(failed)} of {total} items failed, {succeeded} succeeded; successPolicy.minSucceededRatio "
-            f"is {needed}. First failure: item {first.get('id')}: {first.get('error')}")
+def failure_message(tally: Tally, needed: float) -> str:
+    first = tally.first_failure
+    return (f"{tally.failed} of {tally.total} items failed, {tally.succeeded} succeeded; "
+            f"successPolicy.minSucceededRatio is {needed}. First failure: item {first.get('id')}: {first.get('error')}")
 
 
 def run(config: JobConfig, attempt: int) -> None:

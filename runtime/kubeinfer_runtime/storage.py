@@ -182,6 +182,10 @@ class ObjectStore:
     def get(self, key: str) -> bytes:
         return bytes(self.call(f"read {key}", lambda: self.fs.cat_file(self.path(key))))
 
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of `key` (fewer at its end): a record's head without the whole record."""
+        return bytes(self.call(f"read {key}", lambda: self.fs.cat_file(self.path(key), start=start, end=end)))
+
     def exists(self, key: str) -> bool:
         return bool(self.call(f"stat {key}", lambda: self.fs.exists(self.path(key))))
 
