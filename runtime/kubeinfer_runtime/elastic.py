@@ -17,7 +17,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,7 @@ from kubeinfer_runtime.ledger import COMMITS, Entry, Ledger
 from kubeinfer_runtime.outputs import encode, failure_row, upload
 from kubeinfer_runtime.storage import ObjectStore
 from kubeinfer_runtime.strategies.base import Item, Result
+from kubeinfer_runtime.windows import IndexView, covers, done_marks, open_windows, window_view
 
 log = logging.getLogger("kubeinfer")
 #: Items per chunk (operators' knob); by default a few hundred texts or a few dozen images.
@@ -71,26 +72,30 @@ def record_key(epoch: str, chunk: int) -> str:
 class ChunkPlan:
     """The epoch's chunks, which of them this worker found open, and the items committed before the epoch."""
 
-    items: list[Item]
+    items: Sequence[Item]
     size: int
     open: list[int]
     skip: frozenset[str]
 
     def chunk(self, number: int) -> list[Item]:
-        return self.items[number * self.size:(number + 1) * self.size]
+        return list(self.items[number * self.size:(number + 1) * self.size])
+
+    def view(self) -> IndexView:
+        """The open chunks' items, made as they are reached."""
+        return window_view(self.items, [(c, c + 1) for c in self.open], self.size)
 
     @property
     def to_do(self) -> int:
-        return sum(len(self.chunk(c)) for c in self.open) - len(self.skip)
+        return len(self.view()) - len(self.skip)
 
 
-def plan_chunks(config: JobConfig, ledger: Ledger, items: list[Item], epoch: str) -> ChunkPlan:
+def plan_chunks(config: JobConfig, ledger: Ledger, items: Sequence[Item], epoch: str) -> ChunkPlan:
     """Chunks with an item no earlier epoch committed (failed items are retried, as in a gang restart)."""
-    committed = set(ledger.state(exclude_prefix=f"e{epoch}-").entries)
+    entries = ledger.state(exclude_prefix=f"e{epoch}-").entries.values()
     size = chunk_size(len(items), config.plan.world_size, config.spec.strategy.batch_size, config.spec.task.type)
-    chunks = range(math.ceil(len(items) / size))
-    open_chunks = [c for c in chunks if any(i.id not in committed for i in items[c * size:(c + 1) * size])]
-    skip = frozenset(i.id for c in open_chunks for i in items[c * size:(c + 1) * size] if i.id in committed)
+    windows = open_windows(done_marks((e.index for e in entries), len(items)), size)
+    open_chunks = [c for first, end in windows for c in range(first, end)]
+    skip = frozenset(e.id for e in entries if covers(windows, e.index // size))
     return ChunkPlan(items=items, size=size, open=open_chunks, skip=skip)
 
 

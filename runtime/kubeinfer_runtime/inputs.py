@@ -7,11 +7,15 @@ works. Ids name output objects, so they must be safe object-key names and unique
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from typing import Any
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 from kubeinfer_api.spec import DistributedInferenceSpec
+from kubeinfer_runtime.ledger import digest_line
 from kubeinfer_runtime.storage import ObjectStore
 from kubeinfer_runtime.strategies.base import Item
 
@@ -34,7 +38,7 @@ def check_id(item_id: str, where: str) -> str:
     return item_id
 
 
-def load_items(spec: DistributedInferenceSpec) -> list[Item]:
+def load_items(spec: DistributedInferenceSpec) -> Sequence[Item]:
     """Every item of the job, in order; the global index fixes each item's seed (task.seed + index)."""
     if spec.inputs.prompts is not None:
         return [Item(index=i, id=default_id(i), prompt=p, seed=spec.task.seed + i)
@@ -44,35 +48,91 @@ def load_items(spec: DistributedInferenceSpec) -> list[Item]:
     return parse_jsonl(read_uri(spec.inputs.uri), spec.task.seed)
 
 
-def read_uri(uri: str) -> str:
+def read_uri(uri: str) -> bytes:
     """The whole file (bounded by what a job lists; stored with the model/output credentials in env)."""
     parent, name = uri.rsplit("/", 1)
     store = ObjectStore(parent, field="spec.inputs.uri")
     try:
-        raw = store.get(name)
+        return store.get(name)
     except FileNotFoundError:
         raise InputError(f"spec.inputs.uri: {uri} does not exist") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"spec.inputs.uri: {uri} is not UTF-8 text ({err})") from None
 
 
-def parse_jsonl(text: str, base_seed: int, where: str = "spec.inputs.uri") -> list[Item]:
-    items: list[Item] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = parse_line(line, len(items), base_seed, f"{where} line {number}")
-        if item.id in seen:
-            raise InputError(f"{where} line {number}: duplicate id {item.id!r} (first on line {seen[item.id]})")
-        seen[item.id] = number
-        items.append(item)
+class JsonlItems(Sequence[Item]):
+    """The items of a JSONL file, each parsed when a rank reaches it: the file's bytes and one offset per
+    item, not a million objects. Every line was checked when the file was read; `digest` covers them all."""
+
+    def __init__(self, data: bytes, offsets: array[int], base_seed: int, digest: str, where: str) -> None:
+        self.data, self.offsets, self.base_seed, self.digest, self.where = data, offsets, base_seed, digest, where
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> Item: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Item]: ...
+    def __getitem__(self, index: int | slice) -> Item | list[Item]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        start = self.offsets[index]  # IndexError past the end
+        end = self.data.find(b"\n", start)
+        return parse_line(self.data[start:] if end < 0 else self.data[start:end], index, self.base_seed, self.where)
+
+    def __iter__(self) -> Iterator[Item]:
+        return (self[i] for i in range(len(self)))
+
+    def line_number(self, index: int) -> int:
+        return self.data.count(b"\n", 0, self.offsets[index]) + 1
+
+
+def parse_jsonl(text: str | bytes, base_seed: int, where: str = "spec.inputs.uri") -> JsonlItems:
+    """Check every line (JSON, fields, safe and unique ids) in one pass that keeps no item."""
+    data = text.encode() if isinstance(text, str) else text
+    offsets, id_hashes, digest = array("Q"), array("Q"), hashlib.sha256()
+    position, number = 0, 0
+    while position < len(data):
+        end = data.find(b"\n", position)
+        end = len(data) if end < 0 else end
+        number += 1
+        line = data[position:end]
+        if line.strip():
+            try:
+                item = parse_line(line, len(offsets), base_seed, f"{where} line {number}")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{where} line {number}: not UTF-8 text ({err})") from None
+            offsets.append(position)
+            id_hashes.append(int.from_bytes(hashlib.blake2b(item.id.encode(), digest_size=8).digest(), "little"))
+            digest.update(digest_line(item))
+        position = end + 1
+    items = JsonlItems(data, offsets, base_seed, digest.hexdigest(), where)
+    check_unique_ids(items, id_hashes, where)
     return items
 
 
-def parse_line(line: str, index: int, base_seed: int, where: str) -> Item:
+def check_unique_ids(items: JsonlItems, id_hashes: array[int], where: str) -> None:
+    """Equal ids have equal 64-bit hashes: sort the hashes (8 bytes per item), compare ids only where two
+    hashes meet, and name the first repeated line as a set of every id would."""
+    import numpy as np
+
+    hashes = np.frombuffer(id_hashes, dtype=np.uint64)
+    order = np.argsort(hashes, kind="stable")
+    meets = np.nonzero(hashes[order][1:] == hashes[order][:-1])[0]
+    if not len(meets):
+        return
+    candidates = sorted({int(order[m]) for m in meets} | {int(order[m + 1]) for m in meets})
+    seen: dict[str, int] = {}
+    for index in candidates:
+        item_id = items[index].id
+        if item_id in seen:
+            raise InputError(f"{where} line {items.line_number(index)}: duplicate id {item_id!r} "
+                             f"(first on line {items.line_number(seen[item_id])})")
+        seen[item_id] = index
+
+
+def parse_line(line: str | bytes, index: int, base_seed: int, where: str) -> Item:
     try:
         raw = json.loads(line)
     except json.JSONDecodeError as err:

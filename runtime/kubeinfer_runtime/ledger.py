@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -79,20 +79,32 @@ def item_key(item_id: str, fmt: str) -> str:
     return f"items/{item_id}.{EXTENSIONS[fmt]}"
 
 
-def fingerprint(job: JobConfig, items: list[Item]) -> dict[str, Any]:
-    """What determines the outputs: model, task, format, batching and every item (not workers or output)."""
-    spec = job.spec
+def digest_line(item: Item) -> bytes:
+    """An item as the fingerprint sees it (unchanged since the first ledgers, so they still resume)."""
+    return json.dumps([item.index, item.id, item.prompt, item.seed, item.parameters], sort_keys=True).encode() + b"\n"
+
+
+def inputs_digest(items: Sequence[Item]) -> str:
+    """sha256 over every item; a JSONL file's items carry it from the pass that checked them."""
+    known = getattr(items, "digest", None)
+    if isinstance(known, str):
+        return known
     digest = hashlib.sha256()
     for item in items:
-        line = [item.index, item.id, item.prompt, item.seed, item.parameters]
-        digest.update(json.dumps(line, sort_keys=True).encode() + b"\n")
+        digest.update(digest_line(item))
+    return digest.hexdigest()
+
+
+def fingerprint(job: JobConfig, items: Sequence[Item]) -> dict[str, Any]:
+    """What determines the outputs: model, task, format, batching and every item (not workers or output)."""
+    spec = job.spec
     detail = {
         "model": spec.model.model_dump(mode="json", by_alias=True, exclude={"credentials_secret", "cache"}),
         "task": spec.task.model_dump(mode="json", by_alias=True),
         "format": output_format(spec),
         "batchSize": spec.strategy.batch_size,
         "items": len(items),
-        "inputs": digest.hexdigest(),
+        "inputs": inputs_digest(items),
     }
     detail["fingerprint"] = hashlib.sha256(json.dumps(detail, sort_keys=True).encode()).hexdigest()[:32]
     return detail

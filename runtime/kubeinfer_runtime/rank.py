@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from kubeinfer_runtime.storage import ObjectStore
 from kubeinfer_runtime.strategies import Item, RunContext, echo_for_tests, strategy_for
 from kubeinfer_runtime.strategies.auto import resolve_strategy
 from kubeinfer_runtime.strategies.base import DistContext, Result, Strategy
+from kubeinfer_runtime.windows import IndexView, covers, done_marks, open_windows, window_view
 
 log = logging.getLogger("kubeinfer")
 #: TEST ONLY: each item takes at least this many seconds (e2e fault tests need a job that is slow, not busy).
@@ -51,7 +52,7 @@ class ItemsFailed(RuntimeError):
 class Work:
     """What every rank must agree on before computing (sent by rank 0)."""
 
-    pending: list[Item]
+    pending: IndexView  # the open windows' items, made as they are reached
     total: int
     run_id: str
     fingerprint: str
@@ -76,20 +77,12 @@ class Announcement:
 
     @classmethod
     def of(cls, work: Work) -> Announcement:
-        ranges: list[tuple[int, int]] = []
-        for number in sorted({item.index // work.window for item in work.pending}):
-            if ranges and ranges[-1][1] == number:
-                ranges[-1] = (ranges[-1][0], number + 1)
-            else:
-                ranges.append((number, number + 1))
-        return cls(work.total, work.run_id, work.fingerprint, work.skip, work.window, ranges)
+        return cls(work.total, work.run_id, work.fingerprint, work.skip, work.window, work.pending.windows(work.window))
 
-    def work(self, items: list[Item]) -> Work:
+    def work(self, items: Sequence[Item]) -> Work:
         """The same Work on this rank, from its own copy of the items."""
-        pending = [item for first, end in self.open_windows
-                   for item in items[first * self.window:end * self.window]]
-        return Work(pending=pending, total=self.total, run_id=self.run_id, fingerprint=self.fingerprint,
-                    skip=self.skip, window=self.window)
+        return Work(pending=window_view(items, self.open_windows, self.window), total=self.total, run_id=self.run_id,
+                    fingerprint=self.fingerprint, skip=self.skip, window=self.window)
 
 
 @dataclass
@@ -107,7 +100,7 @@ def batch_window(config: JobConfig) -> int:
     return config.spec.strategy.batch_size
 
 
-def plan_work(config: JobConfig, ledger: Ledger, items: list[Item] | None = None) -> Work:
+def plan_work(config: JobConfig, ledger: Ledger, items: Sequence[Item] | None = None) -> Work:
     """Rank 0: the items, the claim on the output prefix, and the batches still to do.
 
     A batch with any uncommitted item is computed whole (its committed items are not written again),
@@ -116,15 +109,14 @@ def plan_work(config: JobConfig, ledger: Ledger, items: list[Item] | None = None
     items = load_items(config.spec) if items is None else items
     detail = fingerprint(config, items)
     ledger.claim(config, detail)
-    committed = set(ledger.state().entries)
+    entries = ledger.state().entries.values()  # O(committed): nothing on a first run
     window = batch_window(config)
-    open_batches = {item.index // window for item in items if item.id not in committed}
-    pending = [item for item in items if item.index // window in open_batches]
-    skip = frozenset(item.id for item in pending if item.id in committed)
+    windows = open_windows(done_marks((e.index for e in entries), len(items)), window)
+    skip = frozenset(e.id for e in entries if covers(windows, e.index // window))
     run_id = uuid.uuid4().hex[:12]
     ledger.mark_planned(run_id)
-    return Work(pending=pending, total=len(items), run_id=run_id, fingerprint=detail["fingerprint"], skip=skip,
-                window=window)
+    return Work(pending=window_view(items, windows, window), total=len(items), run_id=run_id,
+                fingerprint=detail["fingerprint"], skip=skip, window=window)
 
 
 def share_work(job: Job) -> Work:
@@ -337,8 +329,7 @@ def run_elastic(config: JobConfig, attempt: int) -> None:
             strategy = load_strategy(job)
             reporter.set(phase="running")
             elastic.ElasticWorker(config, store, ledger, claims, plan, delayed(strategy.run), attempt).run()
-        pending = [item for chunk in plan.open for item in plan.chunk(chunk)]
-        work = Work(pending=pending, total=len(items), run_id=f"elastic-{epoch}", fingerprint=detail["fingerprint"],
+        work = Work(pending=plan.view(), total=len(items), run_id=f"elastic-{epoch}", fingerprint=detail["fingerprint"],
                     skip=plan.skip, window=config.spec.strategy.batch_size)
         finalize_once(job, claims, work)
     except ItemsFailed:

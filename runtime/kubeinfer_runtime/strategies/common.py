@@ -8,12 +8,13 @@ with batchSize > 1 (a batch of two is not bitwise equal to two batches of one).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
 
 from kubeinfer_runtime.strategies.base import Item, Result
+from kubeinfer_runtime.windows import IndexView, window_view
 
 T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -31,19 +32,42 @@ def item_parameters(task_parameters: dict[str, Any], item: Item) -> dict[str, An
     return {**task_parameters, **item.parameters}
 
 
-def make_batches(items: Sequence[Item], batch_size: int, task_parameters: dict[str, Any]) -> list[list[Item]]:
+def make_batches(items: Iterable[Item], batch_size: int, task_parameters: dict[str, Any]) -> list[list[Item]]:
     """Consecutive items of one global window [k*batch_size, (k+1)*batch_size) sharing identical call
     parameters (one pipeline call each): a batch never depends on which items are still pending."""
-    batches: list[list[Item]] = []
+    return list(iter_batches(items, batch_size, task_parameters))
+
+
+def iter_batches(items: Iterable[Item], batch_size: int, task_parameters: dict[str, Any]) -> Iterator[list[Item]]:
+    """`make_batches` one batch at a time: only the batch in hand is made."""
+    batch: list[Item] = []
+    params: dict[str, Any] = {}
     for item in items:
-        params = item_parameters(task_parameters, item)
-        last = batches[-1] if batches else None
-        if (last and last[0].index // batch_size == item.index // batch_size
-                and item_parameters(task_parameters, last[0]) == params):
-            last.append(item)
-        else:
-            batches.append([item])
-    return batches
+        mine = item_parameters(task_parameters, item)
+        if batch and batch[0].index // batch_size == item.index // batch_size and mine == params:
+            batch.append(item)
+            continue
+        if batch:
+            yield batch
+        batch, params = [item], mine
+    if batch:
+        yield batch
+
+
+def windows_for_process(items: Sequence[Item], window: int) -> Sequence[Item]:
+    """This process's contiguous share of the batch windows `items` touch (accelerate's split of the
+    windows, without making the items): a share never cuts a window, so batches stay whole."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():  # alone (one process, or an elastic worker that claims its own chunks)
+        return items
+    if isinstance(items, IndexView):
+        numbers = [n for first, end in items.windows(window) for n in range(first, end)]
+        mine = contiguous_shard(numbers, dist.get_rank(), dist.get_world_size())
+        return window_view(items.items, [(n, n + 1) for n in mine], window) if mine else []
+    present = sorted({item.index // window for item in items})
+    chosen = set(contiguous_shard(present, dist.get_rank(), dist.get_world_size()))
+    return [item for item in items if item.index // window in chosen]
 
 
 def shard_for_process(units: Sequence[T]) -> list[T]:
@@ -67,11 +91,12 @@ def shard_for_process(units: Sequence[T]) -> list[T]:
     return mine[: per + (1 if state.process_index < extra else 0)]
 
 
-def contiguous_shard(units: Sequence[T], index: int, count: int) -> list[T]:
-    """The same contiguous split as accelerate's, for replicas that are groups of ranks."""
+def contiguous_shard(units: Sequence[T], index: int, count: int) -> Sequence[T]:
+    """The same contiguous split as accelerate's, for replicas that are groups of ranks (a slice: a view
+    of a view, a list of a list)."""
     per, extra = divmod(len(units), count)
     start = index * per + min(index, extra)
-    return list(units[start:start + per + (1 if index < extra else 0)])
+    return units[start:start + per + (1 if index < extra else 0)]
 
 
 def timed_results(batch: Sequence[Item], compute: Callable[[], list[Any]]) -> Iterator[Result]:

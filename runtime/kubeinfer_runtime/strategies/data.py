@@ -1,7 +1,8 @@
 """`data`: every process holds the whole model and computes its share of the batches.
 
-Batches are cut from the global item list, then split with accelerate's `split_between_processes`
-(padding dropped); each item is seeded by its own seed, so outputs equal a single-process run.
+Batches are cut from the global item list by window ([k*batchSize, (k+1)*batchSize)); the windows are
+split between processes as accelerate's `split_between_processes` splits a list, and each batch is made
+when it is reached; each item is seeded by its own seed, so outputs equal a single-process run.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
-from kubeinfer_runtime.strategies.common import item_parameters, make_batches, shard_for_process, timed_results
+from kubeinfer_runtime.strategies.common import item_parameters, iter_batches, timed_results, windows_for_process
 from kubeinfer_runtime.strategies.diffusion import check_call_parameters, generate_images, warm_up
 from kubeinfer_runtime.strategies.textgen import generate_texts, generation_kwargs
 
@@ -43,8 +44,8 @@ def text_compute(model: Any, tokenizer: Any, task_parameters: dict[str, Any], de
 
 def run_batches(items: Sequence[Item], batch_size: int, task_parameters: dict[str, Any],
                 compute: Compute) -> Iterator[Result]:
-    """This process's share of the global batches (one replica per process)."""
-    for batch in shard_for_process(make_batches(items, batch_size, task_parameters)):
+    """This process's share of the global batch windows (one replica per process), a batch at a time."""
+    for batch in iter_batches(windows_for_process(items, batch_size), batch_size, task_parameters):
         yield from timed_results(batch, lambda batch=batch: compute(batch))  # type: ignore[misc]
 
 

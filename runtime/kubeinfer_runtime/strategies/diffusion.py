@@ -16,7 +16,7 @@ import torch
 
 from kubeinfer_api.spec import DistributedInferenceSpec, ModelSource, RuntimeOptions
 from kubeinfer_runtime.strategies.base import Item
-from kubeinfer_runtime.strategies.common import item_parameters, make_batches, torch_dtype
+from kubeinfer_runtime.strategies.common import item_parameters, iter_batches, torch_dtype
 
 #: Call arguments kubeinfer sets itself; a user value would break seeding or the one-image-per-item rule.
 RESERVED = ("prompt", "generator", "output_type", "num_images_per_prompt", "return_dict", "latents")
@@ -129,7 +129,7 @@ def warm_up(pipe: Any, spec: DistributedInferenceSpec, items: Sequence[Item]) ->
         return
     from kubeinfer_runtime import startup
 
-    batch = make_batches(items, spec.strategy.batch_size, spec.task.parameters)[0]
+    batch = next(iter_batches(items, spec.strategy.batch_size, spec.task.parameters))
     params = {**item_parameters(spec.task.parameters, batch[0]), "num_inference_steps": 1}
     with startup.warming_up():
         generate_images(pipe, batch, params, output_type="pil" if "decoder" in options.compile.modules else "latent")
