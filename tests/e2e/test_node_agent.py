@@ -181,6 +181,8 @@ out["cwd"] = os.getcwd()
 paths = ["/etc/demo/config/app.conf", "/etc/demo/secret/token", "/etc/demo/info/labels"]
 out["files"] = {p: open(p).read() for p in paths}
 out["shm_is_tmpfs"] = any(l.split()[1] == "/dev/shm" and l.split()[2] == "tmpfs" for l in open("/proc/mounts"))
+shm = os.statvfs("/dev/shm")
+out["shm_bytes"] = shm.f_blocks * shm.f_frsize
 print(json.dumps(out), flush=True)
 """
 
@@ -209,7 +211,7 @@ def _envy_pod() -> dict[str, Any]:
         {"name": "config", "configMap": {"name": "cfg"}},
         {"name": "secret", "secret": {"secretName": "sec"}},
         {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
-        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},  # a quantity, as kubelet takes it
     ]
     container = {
         "env": env,
@@ -248,7 +250,7 @@ def test_env_downward_api_volumes_and_in_cluster_api(
         "/etc/demo/secret/token": "s3cr3t",
         "/etc/demo/info/labels": 'tier="backend"',
     }
-    assert seen["shm_is_tmpfs"] is True
+    assert seen["shm_is_tmpfs"] is True and seen["shm_bytes"] == 64 * 2**20
     # the mounts were private to the pod
     assert not Path("/etc/demo/config/app.conf").exists()
 

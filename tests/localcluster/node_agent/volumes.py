@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from .envvars import ConfigError, Lookup, field_value
 
 Obj = dict[str, Any]
@@ -115,7 +117,8 @@ def _materialize_one(pod: Obj, vol: Obj, root: Path, lookup: Lookup, issue: Toke
             path.mkdir(parents=True)
             if vol["emptyDir"].get("medium") == "Memory":
                 size = vol["emptyDir"].get("sizeLimit")
-                opts = ["-o", f"size={size}"] if size else []
+                # tmpfs takes bytes or k/m/g, not a Kubernetes quantity ("8Gi" is refused: Bad value for 'size')
+                opts = ["-o", f"size={int(parse_quantity(size))}"] if size else []  # type: ignore[no-untyped-call]
                 subprocess.run(["mount", "-t", "tmpfs", *opts, "tmpfs", str(path)], check=True)
             path.chmod(0o777)  # kubelet's emptyDir mode: writable by any container user
             _own(path, pod)
