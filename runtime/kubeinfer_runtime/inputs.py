@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import tempfile
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import Any, BinaryIO, overload
 
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_runtime.ledger import digest_line
@@ -45,25 +47,30 @@ def load_items(spec: DistributedInferenceSpec) -> Sequence[Item]:
                 for i, p in enumerate(spec.inputs.prompts)]
     if spec.inputs.uri is None:
         raise InputError("spec.inputs: set inputs.prompts or inputs.uri")
-    return parse_jsonl(read_uri(spec.inputs.uri), spec.task.seed)
+    return read_jsonl(open_uri(spec.inputs.uri), spec.task.seed)
 
 
-def read_uri(uri: str) -> bytes:
-    """The whole file (bounded by what a job lists; stored with the model/output credentials in env)."""
+def open_uri(uri: str) -> BinaryIO:
+    """The file, open for reading: a local file where it is, an object copied to a temporary file (unnamed,
+    gone with the process), so a rank holds neither in memory (credentials come from the env)."""
     parent, name = uri.rsplit("/", 1)
     store = ObjectStore(parent, field="spec.inputs.uri")
     try:
-        return store.get(name)
+        if store.local:
+            return open(store.path(name), "rb")
+        return store.download(name, tempfile.TemporaryFile(dir=os.environ.get("TMPDIR")))
     except FileNotFoundError:
         raise InputError(f"spec.inputs.uri: {uri} does not exist") from None
 
 
 class JsonlItems(Sequence[Item]):
-    """The items of a JSONL file, each parsed when a rank reaches it: the file's bytes and one offset per
-    item, not a million objects. Every line was checked when the file was read; `digest` covers them all."""
+    """The items of a JSONL file, each read and parsed when a rank reaches it: one offset per item, not a
+    million objects nor the file. Every line was checked when the file was read; `digest` covers them all."""
 
-    def __init__(self, data: bytes, offsets: array[int], base_seed: int, digest: str, where: str) -> None:
-        self.data, self.offsets, self.base_seed, self.digest, self.where = data, offsets, base_seed, digest, where
+    def __init__(self, file: BinaryIO, size: int, offsets: array[int], base_seed: int, digest: str,
+                 where: str) -> None:
+        self.file, self.size, self.offsets = file, size, offsets
+        self.base_seed, self.digest, self.where = base_seed, digest, where
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -78,36 +85,51 @@ class JsonlItems(Sequence[Item]):
         if index < 0:
             index += len(self)
         start = self.offsets[index]  # IndexError past the end
-        end = self.data.find(b"\n", start)
-        return parse_line(self.data[start:] if end < 0 else self.data[start:end], index, self.base_seed, self.where)
+        end = self.offsets[index + 1] if index + 1 < len(self.offsets) else self.size
+        line = os.pread(self.file.fileno(), end - start, start).split(b"\n", 1)[0]
+        return parse_line(line, index, self.base_seed, self.where)
 
     def __iter__(self) -> Iterator[Item]:
         return (self[i] for i in range(len(self)))
 
     def line_number(self, index: int) -> int:
-        return self.data.count(b"\n", 0, self.offsets[index]) + 1
+        return sum(piece.count(b"\n") for piece in chunks(self.file, self.offsets[index])) + 1
+
+
+def chunks(file: BinaryIO, stop: int, size: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes [0, stop), a megabyte at a time."""
+    for start in range(0, stop, size):
+        yield os.pread(file.fileno(), min(size, stop - start), start)
 
 
 def parse_jsonl(text: str | bytes, base_seed: int, where: str = "spec.inputs.uri") -> JsonlItems:
+    """`read_jsonl` of text in memory (written to a temporary file first)."""
+    file = tempfile.TemporaryFile(dir=os.environ.get("TMPDIR"))  # noqa: SIM115 (the items keep it open)
+    file.write(text.encode() if isinstance(text, str) else text)
+    file.flush()
+    return read_jsonl(file, base_seed, where)
+
+
+def read_jsonl(file: BinaryIO, base_seed: int, where: str = "spec.inputs.uri") -> JsonlItems:
     """Check every line (JSON, fields, safe and unique ids) in one pass that keeps no item."""
-    data = text.encode() if isinstance(text, str) else text
-    offsets, id_hashes, digest = array("Q"), array("Q"), hashlib.sha256()
-    position, number = 0, 0
-    while position < len(data):
-        end = data.find(b"\n", position)
-        end = len(data) if end < 0 else end
-        number += 1
-        line = data[position:end]
+    size = os.fstat(file.fileno()).st_size
+    lines = sum(piece.count(b"\n") for piece in chunks(file, size)) + 1  # sized once: growing copies them
+    offsets, id_hashes, digest = array("Q", bytes(8 * lines)), array("Q", bytes(8 * lines)), hashlib.sha256()
+    count = position = 0
+    file.seek(0)
+    for number, line in enumerate(file, start=1):
         if line.strip():
             try:
-                item = parse_line(line, len(offsets), base_seed, f"{where} line {number}")
+                item = parse_line(line, count, base_seed, f"{where} line {number}")
             except UnicodeDecodeError as err:
                 raise InputError(f"{where} line {number}: not UTF-8 text ({err})") from None
-            offsets.append(position)
-            id_hashes.append(int.from_bytes(hashlib.blake2b(item.id.encode(), digest_size=8).digest(), "little"))
+            offsets[count] = position
+            id_hashes[count] = int.from_bytes(hashlib.blake2b(item.id.encode(), digest_size=8).digest(), "little")
+            count += 1
             digest.update(digest_line(item))
-        position = end + 1
-    items = JsonlItems(data, offsets, base_seed, digest.hexdigest(), where)
+        position += len(line)
+    del offsets[count:], id_hashes[count:]
+    items = JsonlItems(file, size, offsets, base_seed, digest.hexdigest(), where)
     check_unique_ids(items, id_hashes, where)
     return items
 
@@ -118,11 +140,12 @@ def check_unique_ids(items: JsonlItems, id_hashes: array[int], where: str) -> No
     import numpy as np
 
     hashes = np.frombuffer(id_hashes, dtype=np.uint64)
-    order = np.argsort(hashes, kind="stable")
-    meets = np.nonzero(hashes[order][1:] == hashes[order][:-1])[0]
-    if not len(meets):
+    ordered = np.sort(hashes)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    del ordered
+    if not len(repeated):
         return
-    candidates = sorted({int(order[m]) for m in meets} | {int(order[m + 1]) for m in meets})
+    candidates = np.nonzero(np.isin(hashes, repeated))[0].tolist()  # every item whose hash meets another's
     seen: dict[str, int] = {}
     for index in candidates:
         item_id = items[index].id

@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,19 @@ class ObjectStore:
 
     def get(self, key: str) -> bytes:
         return bytes(self.call(f"read {key}", lambda: self.fs.cat_file(self.path(key))))
+
+    def download(self, key: str, file: BinaryIO) -> BinaryIO:
+        """`key` copied into `file` a piece at a time (never whole in memory); the file, rewound."""
+        def copy() -> None:
+            file.seek(0)
+            file.truncate()
+            with self.fs.open(self.path(key), "rb") as source:
+                shutil.copyfileobj(source, file, STREAM_PART_BYTES)
+            file.flush()
+
+        self.call(f"read {key}", copy)
+        file.seek(0)
+        return file
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of `key` (fewer at its end): a record's head without the whole record."""
