@@ -134,7 +134,11 @@ def read_only_root(writable):
         if point in writable or any(point == top or point.startswith(top + "/") for top in ("/proc", "/sys", "/dev")):
             continue
         flags = sum(OPTION_FLAGS.get(option, 0) for option in fields[5].split(","))
-        mount(None, point, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+        try:
+            mount(None, point, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+        except FileNotFoundError:  # under a mask (e.g. another pod's tmpfs below /root): nothing reaches it
+            if os.path.lexists(point):
+                raise
 
 try:
     socket.sethostname(spec["hostname"])
