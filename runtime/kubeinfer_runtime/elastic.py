@@ -30,7 +30,7 @@ from kubeinfer_runtime.ledger import COMMITS, Entry, Ledger
 from kubeinfer_runtime.outputs import encode, failure_row, upload
 from kubeinfer_runtime.storage import ObjectStore
 from kubeinfer_runtime.strategies.base import Item, Result
-from kubeinfer_runtime.windows import IndexView, covers, done_marks, open_windows, window_view
+from kubeinfer_runtime.windows import IndexView, plan_windows, window_view
 
 log = logging.getLogger("kubeinfer")
 #: Items per chunk (operators' knob); by default a few hundred texts or a few dozen images.
@@ -91,11 +91,9 @@ class ChunkPlan:
 
 def plan_chunks(config: JobConfig, ledger: Ledger, items: Sequence[Item], epoch: str) -> ChunkPlan:
     """Chunks with an item no earlier epoch committed (failed items are retried, as in a gang restart)."""
-    entries = ledger.state(exclude_prefix=f"e{epoch}-").entries.values()
     size = chunk_size(len(items), config.plan.world_size, config.spec.strategy.batch_size, config.spec.task.type)
-    windows = open_windows(done_marks((e.index for e in entries), len(items)), size)
+    windows, skip = plan_windows(ledger.state(exclude_prefix=f"e{epoch}-").entries.values(), len(items), size)
     open_chunks = [c for first, end in windows for c in range(first, end)]
-    skip = frozenset(e.id for e in entries if covers(windows, e.index // size))
     return ChunkPlan(items=items, size=size, open=open_chunks, skip=skip)
 
 

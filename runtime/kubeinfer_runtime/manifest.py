@@ -55,7 +55,7 @@ def first_index(data: bytes) -> int:
 def merged_rows(store: ObjectStore, sources: list[Source]) -> Iterator[tuple[dict[str, Any], bytes]]:
     """(row, line) for each item index once, in index order: its winning entry, else its last failure."""
     sources = sorted(sources, key=lambda s: s.first)
-    heap: list[tuple[int, int, int, int, bytes, Iterator[bytes]]] = []
+    heap: list[tuple[int, int, int, int, dict[str, Any], bytes, Iterator[bytes]]] = []
     opened = 0
 
     def open_next() -> None:
@@ -72,18 +72,18 @@ def merged_rows(store: ObjectStore, sources: list[Source]) -> Iterator[tuple[dic
                 row = json.loads(line)
                 failure = "error" in row
                 heapq.heappush(heap, (int(row["index"]), int(failure), -source.order if failure else source.order,
-                                      number, line, lines))
+                                      number, row, line, lines))
                 return
 
     last = -1
     while heap or opened < len(sources):
         while opened < len(sources) and (not heap or sources[opened].first <= heap[0][0]):
             open_next()
-        index, _, _, number, line, lines = heapq.heappop(heap)
+        index, _, _, number, row, line, lines = heapq.heappop(heap)
         push(number, sources[number], lines)
         if index != last:
             last = index
-            yield json.loads(line), line + b"\n"
+            yield row, line + b"\n"
 
 
 def manifest_lines(store: ObjectStore, sources: list[Source], tally: Tally) -> Iterator[bytes]:

@@ -37,7 +37,7 @@ from kubeinfer_runtime.storage import ObjectStore
 from kubeinfer_runtime.strategies import Item, RunContext, echo_for_tests, strategy_for
 from kubeinfer_runtime.strategies.auto import resolve_strategy
 from kubeinfer_runtime.strategies.base import DistContext, Result, Strategy
-from kubeinfer_runtime.windows import IndexView, covers, done_marks, open_windows, window_view
+from kubeinfer_runtime.windows import IndexView, plan_windows, window_view
 
 log = logging.getLogger("kubeinfer")
 #: TEST ONLY: each item takes at least this many seconds (e2e fault tests need a job that is slow, not busy).
@@ -109,10 +109,8 @@ def plan_work(config: JobConfig, ledger: Ledger, items: Sequence[Item] | None = 
     items = load_items(config.spec) if items is None else items
     detail = fingerprint(config, items)
     ledger.claim(config, detail)
-    entries = ledger.state().entries.values()  # O(committed): nothing on a first run
     window = batch_window(config)
-    windows = open_windows(done_marks((e.index for e in entries), len(items)), window)
-    skip = frozenset(e.id for e in entries if covers(windows, e.index // window))
+    windows, skip = plan_windows(ledger.state().entries.values(), len(items), window)  # O(committed)
     run_id = uuid.uuid4().hex[:12]
     ledger.mark_planned(run_id)
     return Work(pending=window_view(items, windows, window), total=len(items), run_id=run_id,

@@ -11,6 +11,7 @@ import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
+from kubeinfer_runtime.ledger import Entry
 from kubeinfer_runtime.strategies.base import Item
 
 Range = tuple[int, int]  # [first, end)
@@ -115,3 +116,11 @@ def covers(ranges: list[Range], number: int) -> bool:
     """Whether `number` lies in one of the sorted, disjoint ranges."""
     at = bisect.bisect_right(ranges, (number, float("inf"))) - 1
     return at >= 0 and ranges[at][0] <= number < ranges[at][1]
+
+
+def plan_windows(entries: Iterable[Entry], total: int, size: int) -> tuple[list[Range], frozenset[str]]:
+    """The open windows given the committed entries, and the committed ids inside them (batch-mates that
+    are recomputed only to keep their window whole, not written again)."""
+    committed = list(entries)
+    windows = open_windows(done_marks((e.index for e in committed), total), size)
+    return windows, frozenset(e.id for e in committed if covers(windows, e.index // size))
