@@ -135,6 +135,7 @@ def test_a_killed_worker_loses_only_its_chunk(gpt2_dir: Path, tmp_path: Path) ->
         watch.watch(pods)
         for survivor in (0, 2):  # up and claiming when pod 1 dies
             watch.rank_of(survivor)
+        kept = committed_by(out, 1)  # pod 1's items committed before the kill (it may commit more until then)
         victim.send_signal(signal.SIGKILL)
         logs = [pod.communicate(timeout=400)[0] for pod in pods]
     finally:
@@ -151,7 +152,9 @@ def test_a_killed_worker_loses_only_its_chunk(gpt2_dir: Path, tmp_path: Path) ->
     taken_over = "its owner (slot 1) is gone; taking it over" in logs[0] + logs[2]
     speculated = "slot 1 is still on it; computing a speculative copy" in logs[0] + logs[2]
     assert taken_over or speculated, "the victim's chunk in hand was computed by a survivor"
-    assert {e["rank"] for e in entries} == {0, 1, 2}
+    ranks = [e["rank"] for e in entries]
+    assert ranks.count(1) >= kept > 0, "pod 1's committed items stay committed: only its chunk in hand is lost"
+    assert set(ranks) - {1} <= {0, 2} and set(ranks) - {1}, "the survivors computed the rest"
 
 
 def claimed_by(out: Path, slot: int) -> bool:
