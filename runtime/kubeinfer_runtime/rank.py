@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,6 +43,9 @@ from kubeinfer_runtime.windows import IndexView, plan_windows, window_view
 log = logging.getLogger("kubeinfer")
 #: TEST ONLY: each item takes at least this many seconds (e2e fault tests need a job that is slow, not busy).
 ITEM_DELAY_ENV = "KUBEINFER_TEST_ONLY_ITEM_DELAY_SECONDS"
+#: TEST ONLY: "<rank>:<n>": that rank stops after handing its n-th result to the committer and waits to be
+#: killed (fault tests kill a rank at a known point, however fast or loaded the machine is).
+HOLD_ENV = "KUBEINFER_TEST_ONLY_HOLD_RANK_AFTER"
 
 
 class ItemsFailed(RuntimeError):
@@ -188,6 +192,7 @@ def compute(job: Job, work: Work) -> None:
     committer = Committer(job.store, job.ledger, output_format(spec), dist.rank, job.attempt, run_id=work.run_id,
                           skip=work.skip, **record_limits())
     delay = float(os.environ.get(ITEM_DELAY_ENV) or 0)
+    hold = held_after(dist.rank)
     try:
         for count, result in enumerate(strategy.run(work.pending)):
             if count == 0:
@@ -195,6 +200,8 @@ def compute(job: Job, work: Work) -> None:
             if delay:
                 time.sleep(delay)
             committer.submit(result)
+            if count + 1 == hold:
+                threading.Event().wait()
             if drain.requested():
                 break
     finally:
@@ -203,6 +210,12 @@ def compute(job: Job, work: Work) -> None:
              time.perf_counter() - began)
     if drain.requested():
         raise drain.stopped(stats.succeeded)
+
+
+def held_after(rank: int) -> int:
+    """The test-only HOLD_ENV count for `rank` (0: never held)."""
+    held_rank, _, count = (os.environ.get(HOLD_ENV) or "").partition(":")
+    return int(count) if count and int(held_rank) == rank else 0
 
 
 def quiet_progress_bars() -> None:

@@ -14,7 +14,7 @@ from run_harness import kubeinfer, manifest, reference_pngs, write
 
 from kubeinfer_runtime.ledger import Ledger
 from kubeinfer_runtime.outputs import RECORD_ITEMS_ENV
-from kubeinfer_runtime.rank import ITEM_DELAY_ENV
+from kubeinfer_runtime.rank import HOLD_ENV
 from kubeinfer_runtime.storage import ObjectStore
 
 pytest_plugins = ["s3_fixtures"]
@@ -57,11 +57,11 @@ def test_killed_worker_resumes_with_every_item_exactly_once(flux_dir: Path, tmp_
     store = ObjectStore(uri)
     ledger = Ledger(store)
     per_item = {RECORD_ITEMS_ENV: "1"}  # a record per item: the kill lands between records, even in a batch
-    # Each item held back half a second: the kill lands mid-run however fast (or loaded) the machine is.
+    # Rank 0 has the first 6 items (or batches 0 and 1 of 3); it stops after its first 2 results (with
+    # batchSize 4, half of its first batch) until it is killed, so the kill lands mid-run however fast or loaded
+    # the machine is.
     first = kubeinfer("run", str(job), "--nproc", "2", "--output", uri, background=True,
-                      env={**per_item, ITEM_DELAY_ENV: "0.5"})
-    # Rank 0 has the first 6 items (or batches 0 and 1 of 3), so it still has work after its first 2 commits
-    # (which, with batchSize 4, are in its first batch).
+                      env={**per_item, HOLD_ENV: "0:2"})
     killed_at = kill_a_rank_after(first, ledger, committed=2, rank=0)
     log = first.communicate(timeout=300)[0]
     assert first.returncode != 0, "torchrun must fail when one of its processes is killed"
