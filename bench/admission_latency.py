@@ -78,6 +78,7 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True, name=f"watch-{namespace}")
         self.api, self.namespace, self.job_label = api, namespace, job_label
         self.bound: dict[str, dict[str, float]] = {}  # job -> pod -> when bound
+        self.created: dict[str, dict[str, float]] = {}  # job -> pod -> when first seen
         self.admitted: dict[str, float] = {}  # job (the Workload's owner) -> when Admitted
         self.lock = threading.Lock()
         self.streams: list[watch.Watch] = []
@@ -91,10 +92,13 @@ class Watcher(threading.Thread):
         stream = watch.Watch()
         self.streams.append(stream)
         for event in stream.stream(client.CoreV1Api(self.api).list_namespaced_pod, self.namespace):
-            pod = event["object"]
-            job = (pod.metadata.labels or {}).get(self.job_label)
-            if job and pod.spec.node_name:
-                with self.lock:
+            pod = (event or {}).get("object")
+            job = (pod.metadata.labels or {}).get(self.job_label) if pod else None
+            if not job:
+                continue
+            with self.lock:
+                self.created.setdefault(job, {}).setdefault(pod.metadata.name, time.monotonic())
+                if pod.spec.node_name:
                     self.bound.setdefault(job, {}).setdefault(pod.metadata.name, time.monotonic())
 
     def _workloads(self) -> None:
@@ -103,7 +107,9 @@ class Watcher(threading.Thread):
         custom = client.CustomObjectsApi(self.api)
         for event in stream.stream(custom.list_namespaced_custom_object, "kueue.x-k8s.io", "v1beta2",
                                    self.namespace, "workloads"):
-            wl = event["object"]
+            wl = (event or {}).get("object")
+            if not isinstance(wl, dict):
+                continue
             owner = next((r["name"] for r in wl["metadata"].get("ownerReferences") or []), None)
             admitted = any(c["type"] == "Admitted" and c["status"] == "True"
                            for c in (wl.get("status") or {}).get("conditions") or [])
@@ -115,6 +121,10 @@ class Watcher(threading.Thread):
         with self.lock:
             times = self.bound.get(job, {})
             return max(times.values()) if len(times) >= count else None
+
+    def all_created(self, job: str) -> float:
+        with self.lock:
+            return max(self.created[job].values())
 
     def stop(self) -> None:
         for stream in self.streams:
@@ -160,12 +170,14 @@ SYSTEMS = {
 
 
 def kueue_objects(api: Any, namespace: str, workers: int) -> None:
+    """A ClusterQueue per system (named after its namespace) with quota for one job, and its LocalQueue: the
+    last job of one system keeps its quota, and must not hold the other system's first job back."""
     custom = client.CustomObjectsApi(api)
     group, version = "kueue.x-k8s.io", "v1beta2"
     quota = [{"name": "cpu", "nominalQuota": str(workers * 0.5)}, {"name": "memory", "nominalQuota": f"{workers}Gi"}]
     for plural, body in (
         ("resourceflavors", {"kind": "ResourceFlavor", "metadata": {"name": "bench"}}),
-        ("clusterqueues", {"kind": "ClusterQueue", "metadata": {"name": "bench"}, "spec": {
+        ("clusterqueues", {"kind": "ClusterQueue", "metadata": {"name": namespace}, "spec": {
             "namespaceSelector": {}, "resourceGroups": [{"coveredResources": ["cpu", "memory"],
                                                          "flavors": [{"name": "bench", "resources": quota}]}]}}),
     ):
@@ -176,7 +188,7 @@ def kueue_objects(api: Any, namespace: str, workers: int) -> None:
                 raise
     custom.create_namespaced_custom_object(group, version, namespace, "localqueues", {
         "apiVersion": f"{group}/{version}", "kind": "LocalQueue", "metadata": {"name": "bench"},
-        "spec": {"clusterQueue": "bench"}})
+        "spec": {"clusterQueue": namespace}})
 
 
 def measure(api: Any, system: str, args: argparse.Namespace) -> Obj:
@@ -191,7 +203,15 @@ def measure(api: Any, system: str, args: argparse.Namespace) -> Obj:
     try:
         holder = "r0"
         custom.create_namespaced_custom_object(group, version, namespace, plural, manifest(holder, args.workers))
-        wait(lambda: watcher.all_bound(holder, args.workers), f"{system} {holder} bound", 120)
+        try:
+            wait(lambda: watcher.all_bound(holder, args.workers), f"{system} {holder} bound", 120)
+        except TimeoutError:
+            import subprocess
+            from localcluster.binaries import binary
+            kubectl = [str(binary("kubectl")), "--kubeconfig", str(args.kubeconfig), "-n", namespace]
+            print(subprocess.run([*kubectl, "get", f"{plural}.{group},workloads.kueue.x-k8s.io,jobs,pods", "-o", "yaml"],
+                                 capture_output=True, text=True).stdout[-12000:])
+            raise
         for i in range(1, args.rounds + 1):
             waiting = f"r{i}"
             custom.create_namespaced_custom_object(group, version, namespace, plural, manifest(waiting, args.workers))
@@ -202,7 +222,8 @@ def measure(api: Any, system: str, args: argparse.Namespace) -> Obj:
             done = wait(lambda w=waiting: watcher.all_bound(w, args.workers), f"{system} {waiting} bound", 120)
             admitted = watcher.admitted.get(waiting, done)
             rounds.append({"free_to_bound_s": done - freed, "admitted_to_bound_s": done - admitted,
-                           "free_to_admitted_s": admitted - freed})
+                           "free_to_admitted_s": admitted - freed,
+                           "admitted_to_created_s": watcher.all_created(waiting) - admitted})
             print(f"[admission] {system} round {i}: {json.dumps(rounds[-1])}", flush=True)
             for pod in core.list_namespaced_pod(namespace, label_selector=f"{label}={holder}").items:
                 core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
@@ -210,7 +231,8 @@ def measure(api: Any, system: str, args: argparse.Namespace) -> Obj:
     finally:
         watcher.stop()
     return {"rounds": rounds, **{f"{key}_{q}": percentile([r[key] for r in rounds], pct)
-                                 for key in ("free_to_bound_s", "admitted_to_bound_s", "free_to_admitted_s")
+                                 for key in ("free_to_bound_s", "admitted_to_bound_s", "free_to_admitted_s",
+                                             "admitted_to_created_s")
                                  for q, pct in (("p50", 50), ("max", 100))}}
 
 
@@ -219,6 +241,7 @@ def run(args: argparse.Namespace) -> Obj:
                     "versions": read_versions(), "systems": {}}
     workdir = Path(args.workdir)
     with ControlPlane(workdir / "controlplane") as plane, plane.api_client() as api:
+        args.kubeconfig = plane.admin_kubeconfig
         install_crd(api, REPO / "crds" / "distributedinferences.kubeinfer.io.yaml")
         install_crd(api, jobset_crd())
         nodes = FakeNodes(plane).start_ready()
@@ -226,7 +249,7 @@ def run(args: argparse.Namespace) -> Obj:
         kubeinfer = start_operator(plane, workdir, {"KUBEINFER_KUEUE_ENABLED": "true"})
         started = [start_jobset(plane, workdir), kubeinfer]
         try:
-            for system in ("kubeinfer", "jobset"):
+            for system in args.systems:
                 print(f"[admission] {system}: {args.rounds} rounds of {args.workers} workers", flush=True)
                 results["systems"][system] = measure(api, system, args)
         finally:
@@ -248,7 +271,8 @@ def render(results: Obj) -> str:
             ("quota free -> all pods bound, max s", "free_to_bound_s_max"),
             ("Kueue admitted -> all pods bound, p50 s", "admitted_to_bound_s_p50"),
             ("Kueue admitted -> all pods bound, max s", "admitted_to_bound_s_max"),
-            ("quota free -> Kueue admitted, p50 s", "free_to_admitted_s_p50")]
+            ("quota free -> Kueue admitted, p50 s", "free_to_admitted_s_p50"),
+            ("Kueue admitted -> all pods created, p50 s", "admitted_to_created_s_p50")]
     m = results["machine"]
     lines = ["# Admission latency: kubeinfer vs JobSet under Kueue", "",
              f"{m.get('cpu', '')}, {m.get('cores', '')} cores; Kubernetes {results['versions']['KUBERNETES_VERSION']}, "
@@ -270,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--settle", type=float, default=2.0, help="seconds a waiting job waits before the free")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--workdir", default="", help="keep logs here (default: a temp dir, removed)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -86,12 +86,16 @@ def wake(memo: Any, namespace: str | None, job: str | None) -> None:
         event.set()
 
 
-async def nap(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float, settle: float = 0.0) -> None:
-    """Sleep until woken, stopped or `seconds` pass. A wakeup is followed by `settle` seconds in which
-    further wakeups coalesce: a gang's pods change in bursts, and one pass sees the whole burst."""
+async def nap(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float, settle: float = 0.0,
+              last_pass: float = float("-inf")) -> None:
+    """Sleep until woken, stopped or `seconds` pass. Passes start at least `settle` seconds apart: a wakeup
+    within `settle` of the last pass (`last_pass`, event-loop time) waits out the rest, so a gang's burst of
+    changes is seen by one pass, while the first change after a quiet spell (a Kueue admission, a pod
+    failing) is acted on at once."""
     await _first_of(wakeup.wait(), stopped.wait(), timeout=seconds)
-    if wakeup.is_set() and not stopped and settle > 0:
-        await _first_of(stopped.wait(), timeout=settle)
+    rest = settle - (asyncio.get_running_loop().time() - last_pass)
+    if wakeup.is_set() and not stopped and rest > 0:
+        await _first_of(stopped.wait(), timeout=rest)
     wakeup.clear()
 
 
@@ -174,6 +178,7 @@ async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.Daemo
     indexes = {index: kwargs[index] for index in (*INDEXES, *OPTIONAL_INDEXES) if index in kwargs}
     try:
         while not stopped:
+            started = loop.time()
             try:
                 view = seen((namespace, name), indexes)
                 result = await loop.run_in_executor(memo.executor, memo.reconciler.reconcile, namespace, name, view)
@@ -182,7 +187,7 @@ async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.Daemo
                 delay = ERROR_BACKOFF[min(errors, len(ERROR_BACKOFF) - 1)]
                 errors += 1
                 log.exception("%s/%s: reconcile failed, retrying in %.0fs", namespace, name, delay)
-            await nap(wakeup, stopped, delay, memo.settings.wakeup_settle_seconds)
+            await nap(wakeup, stopped, delay, memo.settings.wakeup_settle_seconds, last_pass=started)
     finally:
         wakeups.pop((namespace, name), None)
         memo.suspends.pop((namespace, name), None)

@@ -117,11 +117,24 @@ def test_wakeups_within_the_settle_window_make_one_pass() -> None:
     async def scenario() -> tuple[float, bool]:
         wakeup, stopped = asyncio.Event(), _Stopped()
         loop = asyncio.get_running_loop()
-        for delay in (0.0, 0.05, 0.1):  # a burst of pod events
+        for delay in (0.0, 0.05, 0.1):  # a burst of pod events right after a pass
             loop.call_later(delay, wakeup.set)
         started = loop.time()
-        await nap(wakeup, stopped, 3600, settle=0.3)
+        await nap(wakeup, stopped, 3600, settle=0.3, last_pass=started)
         return loop.time() - started, wakeup.is_set()
 
     waited, pending = asyncio.run(scenario())
     assert 0.3 <= waited < 1.0 and not pending, "the burst is consumed by one wakeup after the window"
+
+
+def test_the_first_wakeup_after_a_quiet_spell_is_acted_on_at_once() -> None:
+    """A Kueue admission minutes after the last pass starts the next pass without waiting out the window."""
+    async def scenario() -> float:
+        wakeup, stopped = asyncio.Event(), _Stopped()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, wakeup.set)
+        started = loop.time()
+        await nap(wakeup, stopped, 3600, settle=5.0, last_pass=started - 60)
+        return loop.time() - started
+
+    assert asyncio.run(scenario()) < 2.0, "the nap waited out the settle window after a quiet spell"
