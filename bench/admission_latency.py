@@ -3,19 +3,21 @@
 One fresh local control plane (GenericWorkload on), the real Kueue manager (built from the Go module
 proxy) with its JobSet integration, the JobSet controller and kubeinfer-operator (Kueue integration
 on) as local processes, and two nodes registered and kept Ready by this script (no kubelet: pods are
-bound, never run). A ClusterQueue has quota for one job of `--workers` pods (500m CPU each). Each
+bound, never run). Each system has its own ClusterQueue with quota for one job of `--workers` pods
+(500m CPU each). Each
 round, for each system in turn: job X is admitted and bound, job Y waits in the queue; X is deleted
 (its Workload goes with it, and Kueue admits Y); measured here, from watch events:
 
 * free -> bound: from X's delete request to the last of Y's pods bound (spec.nodeName set);
 * admitted -> bound: from Y's Workload turning Admitted to its last pod bound (the controller's part:
-  kubeinfer creates its 7 children, a PodGroup and the StatefulSet; JobSet unsuspends, then its Jobs).
+  kubeinfer creates its 7 children, a PodGroup and the StatefulSet; JobSet unsuspends, then its Jobs);
+* admitted -> created: the same to the last of Y's pods created (the controllers alone, no scheduler).
 
 kubeinfer's workers are gang-scheduled (a PodGroup per attempt), JobSet's are not. The JobSets are
 created suspended (what Kueue's JobSet webhook would do; no webhook for JobSets is registered).
 Writes bench/results/admission.json and admission.md. Not a test: figures, not assertions.
 
-    python bench/admission_latency.py [--rounds 8] [--workers 2]
+    python bench/admission_latency.py [--rounds 8] [--workers 2] [--systems kubeinfer jobset]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import json
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +38,7 @@ from kubernetes import client, watch
 from operator_scale import install_crd, jobset_crd, new_namespace, start_jobset, start_operator
 from scale_support import machine, percentile
 
-from localcluster.binaries import log_tail, read_versions, stop_pidfile
+from localcluster.binaries import binary, log_tail, read_versions, stop_pidfile
 from localcluster.controlplane import ControlPlane
 from localcluster.kueue import KueueManager
 from localcluster.node_agent.kube import Kube
@@ -191,6 +194,12 @@ def kueue_objects(api: Any, namespace: str, workers: int) -> None:
         "spec": {"clusterQueue": namespace}})
 
 
+def dump(kubeconfig: Path, namespace: str, kinds: str) -> str:
+    """The namespace's objects as YAML (the tail), for a round that never got its pods bound."""
+    argv = [str(binary("kubectl")), f"--kubeconfig={kubeconfig}", "-n", namespace, "get", kinds, "-o", "yaml"]
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout[-12000:]
+
+
 def measure(api: Any, system: str, args: argparse.Namespace) -> Obj:
     group, version, plural, manifest, label = SYSTEMS[system]
     namespace = f"bench-{system}"
@@ -206,11 +215,7 @@ def measure(api: Any, system: str, args: argparse.Namespace) -> Obj:
         try:
             wait(lambda: watcher.all_bound(holder, args.workers), f"{system} {holder} bound", 120)
         except TimeoutError:
-            import subprocess
-            from localcluster.binaries import binary
-            kubectl = [str(binary("kubectl")), "--kubeconfig", str(args.kubeconfig), "-n", namespace]
-            print(subprocess.run([*kubectl, "get", f"{plural}.{group},workloads.kueue.x-k8s.io,jobs,pods", "-o", "yaml"],
-                                 capture_output=True, text=True).stdout[-12000:])
+            print(dump(args.kubeconfig, namespace, f"{plural}.{group},workloads.kueue.x-k8s.io,jobs,pods"), flush=True)
             raise
         for i in range(1, args.rounds + 1):
             waiting = f"r{i}"
