@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -26,7 +27,15 @@ from kubeinfer_operator.settings import FINALIZER, PROGRESS_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 ERROR_BACKOFF = (2.0, 5.0, 15.0, 30.0, 60.0)
-Wakeups = dict[tuple[str, str], asyncio.Event]
+@dataclass
+class Wakeup:
+    """A job loop's alarm: `changed` ends its nap; `urgent` also skips the settle window."""
+
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    urgent: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Wakeups = dict[tuple[str, str], Wakeup]
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -78,25 +87,26 @@ def shutdown(*, memo: Any, **_: Any) -> None:
     memo.reconciler.close()
 
 
-def wake(memo: Any, namespace: str | None, job: str | None) -> None:
-    """Call only on the event loop (async handlers): asyncio.Event is not thread-safe."""
+def wake(memo: Any, namespace: str | None, job: str | None, urgent: bool = False) -> None:
+    """Call only on the event loop (async handlers): asyncio.Event is not thread-safe. `urgent` for a
+    change a user or a queue waits on (Kueue admission or eviction, suspend or resume)."""
     wakeups: Wakeups = memo.wakeups
-    event = wakeups.get((namespace or "", job or ""))
-    if event is not None:
-        event.set()
+    wakeup = wakeups.get((namespace or "", job or ""))
+    if wakeup is not None:
+        wakeup.changed.set()
+        if urgent:
+            wakeup.urgent.set()
 
 
-async def nap(wakeup: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float, settle: float = 0.0,
-              last_pass: float = float("-inf")) -> None:
-    """Sleep until woken, stopped or `seconds` pass. Passes start at least `settle` seconds apart: a wakeup
-    within `settle` of the last pass (`last_pass`, event-loop time) waits out the rest, so a gang's burst of
-    changes is seen by one pass, while the first change after a quiet spell (a Kueue admission, a pod
-    failing) is acted on at once."""
-    await _first_of(wakeup.wait(), stopped.wait(), timeout=seconds)
-    rest = settle - (asyncio.get_running_loop().time() - last_pass)
-    if wakeup.is_set() and not stopped and rest > 0:
-        await _first_of(stopped.wait(), timeout=rest)
-    wakeup.clear()
+async def nap(wakeup: Wakeup, stopped: kopf.DaemonStopped, seconds: float, settle: float = 0.0) -> None:
+    """Sleep until woken, stopped or `seconds` pass. A wakeup is followed by `settle` seconds in which
+    further wakeups coalesce (a gang's pods change in bursts, and one pass sees the whole burst), cut short
+    by an urgent one: an admission is acted on at once."""
+    await _first_of(wakeup.changed.wait(), stopped.wait(), timeout=seconds)
+    if wakeup.changed.is_set() and not stopped and settle > 0 and not wakeup.urgent.is_set():
+        await _first_of(stopped.wait(), wakeup.urgent.wait(), timeout=settle)
+    wakeup.changed.clear()
+    wakeup.urgent.clear()
 
 
 async def _first_of(*waits: Any, timeout: float) -> None:
@@ -172,13 +182,12 @@ async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.Daemo
     """The job's reconcile loop: pass, then sleep until woken or the next resync/deadline."""
     namespace = namespace or ""
     wakeups: Wakeups = memo.wakeups
-    wakeup = wakeups.setdefault((namespace, name), asyncio.Event())
+    wakeup = wakeups.setdefault((namespace, name), Wakeup())
     loop, errors = asyncio.get_running_loop(), 0
     # kopf passes every index by its name.
     indexes = {index: kwargs[index] for index in (*INDEXES, *OPTIONAL_INDEXES) if index in kwargs}
     try:
         while not stopped:
-            started = loop.time()
             try:
                 view = seen((namespace, name), indexes)
                 result = await loop.run_in_executor(memo.executor, memo.reconciler.reconcile, namespace, name, view)
@@ -187,7 +196,7 @@ async def reconcile_job(*, name: str, namespace: str | None, stopped: kopf.Daemo
                 delay = ERROR_BACKOFF[min(errors, len(ERROR_BACKOFF) - 1)]
                 errors += 1
                 log.exception("%s/%s: reconcile failed, retrying in %.0fs", namespace, name, delay)
-            await nap(wakeup, stopped, delay, memo.settings.wakeup_settle_seconds, last_pass=started)
+            await nap(wakeup, stopped, delay, memo.settings.wakeup_settle_seconds)
     finally:
         wakeups.pop((namespace, name), None)
         memo.suspends.pop((namespace, name), None)
@@ -202,7 +211,7 @@ async def suspend_changed(*, name: str, namespace: str | None, spec: Mapping[str
     key, suspend = (namespace or "", name), bool(spec.get("suspend", False))
     if memo.suspends.setdefault(key, suspend) != suspend:
         memo.suspends[key] = suspend
-        wake(memo, namespace, name)
+        wake(memo, namespace, name, urgent=True)
 
 
 @kopf.on.event("", "v1", "pods", labels={COMPONENT_LABEL: COMPONENT_WORKER})

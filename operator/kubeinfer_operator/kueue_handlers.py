@@ -32,4 +32,4 @@ def kueue_workloads(*, namespace: str | None, labels: Mapping[str, str], body: k
 @kopf.on.event(GROUP, VERSION, PLURAL, labels={COMPONENT_LABEL: COMPONENT_QUEUE})
 async def workload_changed(*, namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
     """Admission, eviction and requeueing wake the job's loop at once (admission latency)."""
-    wake(memo, namespace, labels.get(JOB_LABEL))
+    wake(memo, namespace, labels.get(JOB_LABEL), urgent=True)

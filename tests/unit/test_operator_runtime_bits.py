@@ -11,7 +11,8 @@ from prometheus_client import generate_latest
 
 from kubeinfer_api.naming import JOB_LABEL
 from kubeinfer_operator.apply import is_subset
-from kubeinfer_operator.handlers import nap, next_delay, worker_pod_changed
+from kubeinfer_operator.handlers import Wakeup, nap, next_delay, worker_pod_changed
+from kubeinfer_operator.kueue_handlers import workload_changed
 from kubeinfer_operator.main import parse_args
 from kubeinfer_operator.metrics import Metrics
 from kubeinfer_operator.reconciler import Result, parse_status
@@ -100,12 +101,12 @@ class _Stopped:
 
 def test_a_wakeup_ends_the_nap_and_is_consumed() -> None:
     async def scenario() -> tuple[bool, bool]:
-        wakeup, stopped = asyncio.Event(), _Stopped()
+        wakeup, stopped = Wakeup(), _Stopped()
         memo = SimpleNamespace(wakeups={("ns", "cats"): wakeup})
         await worker_pod_changed(namespace="ns", labels={JOB_LABEL: "cats"}, memo=memo)
         await worker_pod_changed(namespace="ns", labels={JOB_LABEL: "other"}, memo=memo)  # no loop: ignored
         await nap(wakeup, stopped, 3600)  # returns at once: the wakeup is already set
-        woken_cleared = not wakeup.is_set()
+        woken_cleared = not wakeup.changed.is_set()
         stopped.flag.set()
         await nap(wakeup, stopped, 3600)  # returns at once: the daemon is stopping
         return woken_cleared, stopped.flag.is_set()
@@ -115,26 +116,34 @@ def test_a_wakeup_ends_the_nap_and_is_consumed() -> None:
 
 def test_wakeups_within_the_settle_window_make_one_pass() -> None:
     async def scenario() -> tuple[float, bool]:
-        wakeup, stopped = asyncio.Event(), _Stopped()
+        wakeup, stopped = Wakeup(), _Stopped()
         loop = asyncio.get_running_loop()
-        for delay in (0.0, 0.05, 0.1):  # a burst of pod events right after a pass
-            loop.call_later(delay, wakeup.set)
+        for delay in (0.0, 0.05, 0.1):  # a burst of pod events
+            loop.call_later(delay, wakeup.changed.set)
         started = loop.time()
-        await nap(wakeup, stopped, 3600, settle=0.3, last_pass=started)
-        return loop.time() - started, wakeup.is_set()
+        await nap(wakeup, stopped, 3600, settle=0.3)
+        return loop.time() - started, wakeup.changed.is_set()
 
     waited, pending = asyncio.run(scenario())
     assert 0.3 <= waited < 1.0 and not pending, "the burst is consumed by one wakeup after the window"
 
 
-def test_the_first_wakeup_after_a_quiet_spell_is_acted_on_at_once() -> None:
-    """A Kueue admission minutes after the last pass starts the next pass without waiting out the window."""
-    async def scenario() -> float:
-        wakeup, stopped = asyncio.Event(), _Stopped()
+@pytest.mark.parametrize("pod_change_first", [False, True])
+def test_a_kueue_admission_is_acted_on_at_once(pod_change_first: bool) -> None:
+    """A Workload change (Kueue admitted the job) ends the nap without the settle window, also when it
+    comes while a pod change is settling; the nap consumes both."""
+    async def scenario() -> tuple[float, bool, bool]:
+        wakeup, stopped = Wakeup(), _Stopped()
+        memo = SimpleNamespace(wakeups={("ns", "cats"): wakeup})
         loop = asyncio.get_running_loop()
-        loop.call_later(0.05, wakeup.set)
+        if pod_change_first:
+            await worker_pod_changed(namespace="ns", labels={JOB_LABEL: "cats"}, memo=memo)
+        admission = workload_changed(namespace="ns", labels={JOB_LABEL: "cats"}, memo=memo)
+        loop.call_later(0.1, asyncio.ensure_future, admission)
         started = loop.time()
-        await nap(wakeup, stopped, 3600, settle=5.0, last_pass=started - 60)
-        return loop.time() - started
+        await nap(wakeup, stopped, 3600, settle=10.0)
+        return loop.time() - started, wakeup.changed.is_set(), wakeup.urgent.is_set()
 
-    assert asyncio.run(scenario()) < 2.0, "the nap waited out the settle window after a quiet spell"
+    waited, *left = asyncio.run(scenario())
+    assert waited < 2.0, "the admission waited out the settle window"
+    assert left == [False, False], "the wakeups that ended the nap are consumed"
