@@ -173,7 +173,6 @@ def load_strategy(job: Job) -> Strategy:
     model_dir = fetch_model(spec.model)
     startup.mark("fetch")
     check_model(model_dir, spec.model, spec.task.type)
-    quiet_progress_bars()
     name, explanation = resolve_strategy(job.config, model_dir, dist.device)
     if dist.rank == 0:
         log.info("plan: %s (%s)", name, explanation)
@@ -216,14 +215,6 @@ def held_after(rank: int) -> int:
     """The test-only HOLD_ENV count for `rank` (0: never held)."""
     held_rank, _, count = (os.environ.get(HOLD_ENV) or "").partition(":")
     return int(count) if count and int(held_rank) == rank else 0
-
-
-def quiet_progress_bars() -> None:
-    """diffusers' loading bars ignore HF_HUB_DISABLE_PROGRESS_BARS; they would bury the progress line."""
-    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1":
-        from diffusers.utils import logging as diffusers_logging
-
-        diffusers_logging.disable_progress_bar()
 
 
 def wait_for_ranks(job: Job, work: Work, poll_s: float = 0.2) -> None:

@@ -11,6 +11,7 @@ import pytest
 from kubeinfer_runtime.inputs import InputError, parse_jsonl
 from kubeinfer_runtime.ledger import inputs_digest
 from kubeinfer_runtime.strategies.base import Item
+from kubeinfer_runtime.strategies.common import in_groups, iter_batches, windows_for_replica
 from kubeinfer_runtime.windows import covers, done_marks, open_windows, window_view
 
 
@@ -40,6 +41,23 @@ def test_open_windows_and_the_skipped_batch_mates() -> None:
     assert [n for n in range(5) if covers(windows, n)] == [1, 3]
     assert open_windows(bytearray(10), 3) == [(0, 4)], "nothing done: every window, the last one short"
     assert open_windows(bytearray(b"\x01" * 6), 2) == []
+
+
+@pytest.mark.parametrize(("count", "shares"), [(2, [[0, 1, 3], [4, 5]]), (3, [[0, 1], [3, 4], [5]]),
+                                               (6, [[0], [1], [3], [4], [5], []])])
+def test_replicas_split_the_open_windows_contiguously_and_whole(count: int, shares: list[list[int]]) -> None:
+    """A deviceMap pod's or a context group's share: accelerate's contiguous split of the windows (the first
+    shares one longer), the same from a view as from the list it stands for, every item once, no window cut."""
+    every = items(23)
+    view = window_view(every, [(0, 2), (3, 6)], 4)  # windows 0, 1, 3, 4 and 5 (the last one short: 20-22)
+    got = [windows_for_replica(view, 4, index, count) for index in range(count)]
+    assert [sorted({item.index // 4 for item in share}) for share in got] == shares
+    assert [list(share) for share in got] == [windows_for_replica(list(view), 4, i, count) for i in range(count)]
+    assert sorted(item.index for share in got for item in share) == [item.index for item in view]
+    batches = [batch for share in got for batch in iter_batches(share, 4, {})]
+    assert [[item.index for item in batch] for batch in batches] == [
+        [i for i in range(w * 4, min(w * 4 + 4, 23))] for w in (0, 1, 3, 4, 5)]
+    assert [len(group) for group in in_groups(iter(batches), 2)] == [2, 2, 1]
 
 
 def jsonl(count: int) -> bytes:

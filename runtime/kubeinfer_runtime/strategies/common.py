@@ -61,34 +61,31 @@ def windows_for_process(items: Sequence[Item], window: int) -> Sequence[Item]:
 
     if not dist.is_initialized():  # alone (one process, or an elastic worker that claims its own chunks)
         return items
+    return windows_for_replica(items, window, dist.get_rank(), dist.get_world_size())
+
+
+def windows_for_replica(items: Sequence[Item], window: int, index: int, count: int) -> Sequence[Item]:
+    """Replica `index` of `count`'s contiguous share of the batch windows `items` touch (a replica is a
+    process, or a group of ranks that computes each batch together)."""
     if isinstance(items, IndexView):
         numbers = [n for first, end in items.windows(window) for n in range(first, end)]
-        mine = contiguous_shard(numbers, dist.get_rank(), dist.get_world_size())
+        mine = contiguous_shard(numbers, index, count)
         return window_view(items.items, [(n, n + 1) for n in mine], window) if mine else []
     present = sorted({item.index // window for item in items})
-    chosen = set(contiguous_shard(present, dist.get_rank(), dist.get_world_size()))
+    chosen = set(contiguous_shard(present, index, count))
     return [item for item in items if item.index // window in chosen]
 
 
-def shard_for_process(units: Sequence[T]) -> list[T]:
-    """This process's share via accelerate's `split_between_processes(apply_padding=True)`, padding dropped.
-
-    accelerate pads every shard to the longest one with copies of the *global* last unit (a process
-    with no real work gets one too), so only the first `per + (rank < extra)` entries are this
-    process's own.
-    """
-    import torch.distributed as dist
-    from accelerate import PartialState
-
-    if not units:
-        return []
-    if not dist.is_initialized():  # alone (one process, or an elastic worker that claims its own chunks)
-        return list(units)
-    state = PartialState()
-    with state.split_between_processes(list(units), apply_padding=True) as padded:
-        mine = list(padded)
-    per, extra = divmod(len(units), state.num_processes)
-    return mine[: per + (1 if state.process_index < extra else 0)]
+def in_groups(batches: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`batches` `size` at a time (the last group may be shorter)."""
+    group: list[T] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def contiguous_shard(units: Sequence[T], index: int, count: int) -> Sequence[T]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubeinfer_api.spec import DistributedInferenceSpec
 from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
-from kubeinfer_runtime.strategies.common import contiguous_shard, make_batches, timed_results
+from kubeinfer_runtime.strategies.common import iter_batches, timed_results, windows_for_replica
 from kubeinfer_runtime.strategies.cpu_support import enable_cpu_flash_lse, nonzero_device_count
 from kubeinfer_runtime.strategies.data import Compute, image_compute
 from kubeinfer_runtime.strategies.diffusion import apply_runtime, load_pipeline, warm_up
@@ -123,8 +123,9 @@ class ContextParallel(Strategy):
         """This group's contiguous share of the global batches; only the leader yields."""
         spec = self.ctx.job.spec
         warm_up(self.pipe, spec, items)  # every rank, the same batch: the group's collectives match
-        batches = make_batches(items, spec.strategy.batch_size, spec.task.parameters)
-        for batch in contiguous_shard(batches, self.group, self.groups):
+        size = spec.strategy.batch_size
+        share = windows_for_replica(items, size, self.group, self.groups)
+        for batch in iter_batches(share, size, spec.task.parameters):
             results = list(timed_results(batch, lambda batch=batch: self.compute(batch)))  # type: ignore[misc]
             results = agree(results, self.agreement, self.group_ranks)
             if self.leader:

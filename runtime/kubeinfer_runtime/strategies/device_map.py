@@ -15,7 +15,13 @@ import torch
 
 from kubeinfer_runtime.strategies import staged
 from kubeinfer_runtime.strategies.base import Item, Result, Strategy, register
-from kubeinfer_runtime.strategies.common import item_parameters, make_batches, shard_for_process, timed_results
+from kubeinfer_runtime.strategies.common import (
+    in_groups,
+    item_parameters,
+    iter_batches,
+    timed_results,
+    windows_for_process,
+)
 from kubeinfer_runtime.strategies.data import Compute, image_compute, run_batches, text_compute
 from kubeinfer_runtime.strategies.diffusion import (
     apply_runtime,
@@ -87,9 +93,9 @@ class DeviceMap(Strategy):
                 warm_up(self.pipe, spec, items)
             yield from run_batches(items, batch_size, spec.task.parameters, self.compute)
             return
-        mine = shard_for_process(make_batches(items, batch_size, spec.task.parameters))
-        for start in range(0, len(mine), WAVE_BATCHES):
-            yield from self._wave(mine[start:start + WAVE_BATCHES])
+        batches = iter_batches(windows_for_process(items, batch_size), batch_size, spec.task.parameters)
+        for wave in in_groups(batches, WAVE_BATCHES):
+            yield from self._wave(wave)
 
     def _wave(self, wave: list[list[Item]]) -> Iterator[Result]:
         """The three stages over a wave; a failure fails the wave's items (the models are shared)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ def pipeline_class(model_dir: Path, source: ModelSource) -> Any:
     """The DiffusionPipeline subclass named by spec.model.pipeline or model_index.json, checked against the files."""
     import diffusers
 
+    quiet_progress_bars()
+
     index_file = model_dir / "model_index.json"
     if not index_file.is_file():
         raise ValueError(f"spec.model.uri: {model_dir} has no model_index.json, so it is not a diffusers pipeline "
@@ -43,6 +46,15 @@ def pipeline_class(model_dir: Path, source: ModelSource) -> Any:
         raise ValueError(f"spec.model.pipeline: {name} needs components {missing} that {model_dir} does not have "
                          f"(its model_index.json describes a {index.get('_class_name')}); fix or unset it")
     return cls
+
+
+def quiet_progress_bars() -> None:
+    """diffusers' loading bars ignore HF_HUB_DISABLE_PROGRESS_BARS; they would bury the progress line. Here,
+    not at start-up: importing diffusers costs a text-generation rank 3 s of CPU (it imports torch._dynamo)."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1":
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
 
 
 def load_pipeline(model_dir: Path, source: ModelSource, **overrides: Any) -> Any:
