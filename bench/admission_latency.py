@@ -17,7 +17,7 @@ kubeinfer's workers are gang-scheduled (a PodGroup per attempt), JobSet's are no
 created suspended (what Kueue's JobSet webhook would do; no webhook for JobSets is registered).
 Writes bench/results/admission.json and admission.md. Not a test: figures, not assertions.
 
-    python bench/admission_latency.py [--rounds 8] [--workers 2] [--systems kubeinfer jobset]
+    python bench/admission_latency.py [--rounds 8] [--workers 2]
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def dump(kubeconfig: Path, namespace: str, kinds: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout[-12000:]
 
 
-def measure(api: Any, system: str, args: argparse.Namespace) -> Obj:
+def measure(api: Any, kubeconfig: Path, system: str, args: argparse.Namespace) -> Obj:
     group, version, plural, manifest, label = SYSTEMS[system]
     namespace = f"bench-{system}"
     new_namespace(api, namespace)
@@ -215,7 +215,7 @@ def measure(api: Any, system: str, args: argparse.Namespace) -> Obj:
         try:
             wait(lambda: watcher.all_bound(holder, args.workers), f"{system} {holder} bound", 120)
         except TimeoutError:
-            print(dump(args.kubeconfig, namespace, f"{plural}.{group},workloads.kueue.x-k8s.io,jobs,pods"), flush=True)
+            print(dump(kubeconfig, namespace, f"{plural}.{group},workloads.kueue.x-k8s.io,jobs,pods"), flush=True)
             raise
         for i in range(1, args.rounds + 1):
             waiting = f"r{i}"
@@ -246,7 +246,6 @@ def run(args: argparse.Namespace) -> Obj:
                     "versions": read_versions(), "systems": {}}
     workdir = Path(args.workdir)
     with ControlPlane(workdir / "controlplane") as plane, plane.api_client() as api:
-        args.kubeconfig = plane.admin_kubeconfig
         install_crd(api, REPO / "crds" / "distributedinferences.kubeinfer.io.yaml")
         install_crd(api, jobset_crd())
         nodes = FakeNodes(plane).start_ready()
@@ -254,9 +253,9 @@ def run(args: argparse.Namespace) -> Obj:
         kubeinfer = start_operator(plane, workdir, {"KUBEINFER_KUEUE_ENABLED": "true"})
         started = [start_jobset(plane, workdir), kubeinfer]
         try:
-            for system in args.systems:
+            for system in SYSTEMS:
                 print(f"[admission] {system}: {args.rounds} rounds of {args.workers} workers", flush=True)
-                results["systems"][system] = measure(api, system, args)
+                results["systems"][system] = measure(api, plane.admin_kubeconfig, system, args)
         finally:
             for pid_file, exe in started:
                 stop_pidfile(pid_file, exe)
@@ -299,7 +298,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--settle", type=float, default=2.0, help="seconds a waiting job waits before the free")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--workdir", default="", help="keep logs here (default: a temp dir, removed)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -27,6 +27,8 @@ from kubeinfer_operator.settings import FINALIZER, PROGRESS_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 ERROR_BACKOFF = (2.0, 5.0, 15.0, 30.0, 60.0)
+
+
 @dataclass
 class Wakeup:
     """A job loop's alarm: `changed` ends its nap; `urgent` also skips the settle window."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any, TypeVar
 
 import torch
@@ -78,13 +79,8 @@ def windows_for_replica(items: Sequence[Item], window: int, index: int, count: i
 
 def in_groups(batches: Iterable[T], size: int) -> Iterator[list[T]]:
     """`batches` `size` at a time (the last group may be shorter)."""
-    group: list[T] = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
+    rest = iter(batches)
+    while group := list(islice(rest, size)):
         yield group
 
 
