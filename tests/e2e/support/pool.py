@@ -1,5 +1,6 @@
 """A pool of extra nodes for scheduling tests: given capacity and labels, tainted so only jobs that
-tolerate the taint land there, cordoned and uncordoned to take room away and give it back."""
+tolerate the taint land there, cordoned and uncordoned to take room away and give it back, and a
+node reserved for one job to decide which waiting job gets a freed place."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 import pytest
 
 from e2e.support.cluster import Cluster, Manifest, wait_for
+
+RESERVED_FOR = "kubeinfer-e2e/reserved-for"
 
 
 @dataclass
@@ -31,6 +34,18 @@ class Pool:
 
     def uncordon(self, *nodes: str) -> None:
         self.cluster.kubectl("uncordon", *nodes)
+
+    def reserve(self, node: str, job: Manifest) -> None:
+        """Only `job`'s workers may land on `node` (a taint it alone tolerates) until `release`."""
+        key, value = RESERVED_FOR, job["metadata"]["name"]
+        self.cluster.kubectl("taint", "nodes", node, f"{key}={value}:NoSchedule", "--overwrite")
+        workers = job["spec"]["workers"]
+        workers["tolerations"] = [*workers.get("tolerations", []), {
+            "key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}]
+
+    def release(self, *nodes: str) -> None:
+        for node in nodes:
+            self.cluster.kubectl("taint", "nodes", node, f"{RESERVED_FOR}:NoSchedule-", check=False)
 
     def occupants(self) -> list[str]:
         """Pods bound to a pool node (an earlier test's workers may still be terminating)."""
