@@ -9,7 +9,13 @@ import pytest
 import torch
 from strategy_harness import Launcher, make_items, merged
 
-from kubeinfer_runtime.strategies.pipeline import auto_split_points, check_parameters, check_split_points
+from kubeinfer_runtime.strategies.pipeline import (
+    auto_split_points,
+    check_parameters,
+    check_split_points,
+    retarget_positional_devices,
+    unwrap_inner_no_grad,
+)
 
 pytestmark = pytest.mark.runtime
 NEW_TOKENS = 6
@@ -95,6 +101,31 @@ def test_stages_never_hold_the_loaded_model(gpt2_dir: Path, run_strategy: Launch
         assert probe["holds_loaded"] == 0, "a traced stage holds the loaded model's Parameters"
         assert probe["copies"] == 1, "each traced length made its own copy of the stage's weights"
         assert probe["moved"] == []
+
+
+def test_devices_burned_into_a_trace_point_at_the_stage_device(llama_dir: Path) -> None:
+    """Traced on the CPU, Llama's rotary embedding records `x.to(y.device)` as `aten.to.device(x, cpu)`; a stage
+    built on a GPU must not keep running it on the CPU (the GPU run: bench/gpu_pipeline_check.py)."""
+    from torch.distributed.pipelining import SplitPoint, pipeline
+
+    model = load(llama_dir)[0]
+    model.config.use_cache = False
+    unwrap_inner_no_grad(model)
+    pipe = pipeline(model, mb_args=(torch.zeros(1, 16, dtype=torch.long),),
+                    split_spec={"model.layers.2": SplitPoint.BEGINNING})
+    stage, target = pipe.get_stage_module(0), torch.device("meta")
+
+    def other_devices() -> list[str]:
+        graphs = {id(g): g for m in stage.modules()
+                  if isinstance(g := m if isinstance(m, torch.fx.GraphModule) else getattr(m, "graph_module", None),
+                                torch.fx.GraphModule)}
+        return [n.name for g in graphs.values() for n in g.graph.nodes
+                if n.op == "call_function" and any(isinstance(a, torch.device) and a != target for a in n.args)]
+
+    burned = other_devices()
+    assert burned, "the trace no longer burns a device into a positional argument: revisit this test"
+    assert retarget_positional_devices(stage, target) == len(burned)
+    assert other_devices() == []
 
 
 @pytest.mark.parametrize(("kind", "blocks"), [("gpt2", "transformer.h"), ("llama", "model.layers")])

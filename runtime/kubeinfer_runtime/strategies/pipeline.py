@@ -19,7 +19,9 @@ one rank owns them: the last stage, or rank 0 with `gatherOutput`.
 Each buffer length is traced from the loaded model, which stays where it was loaded: a traced stage
 holds the loaded model's own Parameter objects, so `build_stage` moving it to the GPU would move them
 in place and the next trace would mix devices. Each stage is therefore rebound, before it is built,
-to this rank's one device copy of its weights (made on the first trace, shared by every later one).
+to this rank's one device copy of its weights (made on the first trace, shared by every later one),
+and devices the CPU trace burned into ops' positional arguments are pointed at the rank's device.
+Checked on a GPU by bench/gpu_pipeline_check.py.
 """
 
 from __future__ import annotations
@@ -97,6 +99,28 @@ def bind_to_device_copy(stage_module: torch.nn.Module, copies: dict[str, torch.T
                 kind[leaf] = copies[name]
 
 
+def retarget_positional_devices(stage_module: torch.nn.Module, device: torch.device) -> int:
+    """Point devices that tracing burned into ops' positional arguments at `device`; return how many.
+
+    Tracing on the CPU records `x.to(y.device)` as `aten.to.device(x, cpu)`: Llama's rotary embedding
+    then ran on the CPU against the stage's GPU tensors ("found at least two devices"). torch's
+    `build_stage` rewrites `device=` keywords only (`_modify_graph_op_device`)."""
+    changed, seen = 0, set()
+    for module in stage_module.modules():
+        graph_module = module if isinstance(module, torch.fx.GraphModule) else getattr(module, "graph_module", None)
+        if not isinstance(graph_module, torch.fx.GraphModule) or id(graph_module.graph) in seen:
+            continue
+        seen.add(id(graph_module.graph))
+        before = changed
+        for node in graph_module.graph.nodes:
+            if node.op == "call_function" and any(isinstance(a, torch.device) and a != device for a in node.args):
+                node.args = tuple(device if isinstance(a, torch.device) else a for a in node.args)
+                changed += 1
+        if changed != before:
+            graph_module.recompile()
+    return changed
+
+
 def unwrap_inner_no_grad(model: torch.nn.Module) -> list[str]:
     """Give modules whose class forward is `@torch.no_grad()`-decorated the undecorated forward."""
     unwrapped = []
@@ -149,7 +173,9 @@ class PipelineParallel(Strategy):
                 for point in self.split_points:
                     modules[point].forward = modules[point].__dict__.pop("_orig_forward")
             device = torch.device(self.ctx.dist.device)
-            bind_to_device_copy(pipe.get_stage_module(self.ctx.dist.rank), self.stage_weights, device)
+            stage_module = pipe.get_stage_module(self.ctx.dist.rank)
+            bind_to_device_copy(stage_module, self.stage_weights, device)
+            retarget_positional_devices(stage_module, device)
             stage = pipe.build_stage(self.ctx.dist.rank, device=device)
             self.schedules[length] = ScheduleGPipe(stage, self.num_chunks)
         return self.schedules[length]
