@@ -30,7 +30,9 @@ tools:  ## build the pinned control plane, etcd, helm, MinIO and Kueue (cached)
 images:  ## build both images with buildah from Debian bases, no Docker engine (root; cached)
 	bash hack/build-images.sh
 
-test: venv tools  ## the whole suite: lint beside unit, runtime and e2e on xdist workers sharing one cluster
+# The venv's downloads and the tools' compiles overlap on a cold machine; both are no-ops when warm.
+test:  ## the whole suite: lint beside unit, runtime and e2e on xdist workers sharing one cluster
+	@$(MAKE) --no-print-directory -j2 venv tools
 	bash hack/test.sh
 
 test-unit: venv tools  ## lint-free fast tests: API, builders, policies, chart (helm)

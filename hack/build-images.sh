@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build both Dockerfile targets without a Docker engine: buildah (vfs storage, chroot isolation) from
+# Build both Dockerfile targets without a Docker engine: buildah (chroot isolation; overlay storage, or vfs) from
 # Debian bases made by mmdebstrap, installing from a local wheel folder instead of the indexes.
 #
 #   localhost/kubeinfer-operator:dev   localhost/kubeinfer-runtime:dev   (in the storage printed last)
@@ -8,7 +8,8 @@
 # list), the wheels (per requirement list) and each image's dependency stage (per Dockerfile,
 # requirements and base), so a warm build redoes only the small layer with the project's wheel.
 # Needs root (apt-get installs buildah and mmdebstrap when missing). Prints one line per image:
-# `image <name> <size>`, then `storage <buildah --root>`.
+# `image <name> <size>`, then `storage <buildah --root> <driver>`. KUBEINFER_IMAGE_STORAGE_DRIVER=vfs|overlay
+# overrides the driver, which is otherwise overlay where an overlay mount works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/versions.env
@@ -16,8 +17,30 @@ source hack/versions.env
 cache="${KUBEINFER_CACHE:-${HOME}/.cache/kubeinfer}"
 images="${cache}/images"
 mkdir -p "${images}"
-export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
-storage=(--root "${images}/storage" --runroot "${images}/run" --storage-driver vfs)
+
+# overlay where the kernel mounts it (a working container and a commit then cost a diff); vfs, which copies
+# every layer whole (minutes for the runtime's 5 GB of CUDA wheels), where it does not.
+storage_driver() {
+  local probe driver=vfs
+  probe="$(mktemp -d)"
+  mkdir -p "${probe}"/{lower,upper,work,merged}
+  if mount -t overlay overlay -o "lowerdir=${probe}/lower,upperdir=${probe}/upper,workdir=${probe}/work" \
+    "${probe}/merged" 2>/dev/null; then
+    umount "${probe}/merged"
+    driver=overlay
+  fi
+  rm -rf "${probe}"
+  echo "${driver}"
+}
+driver="${KUBEINFER_IMAGE_STORAGE_DRIVER:-$(storage_driver)}"
+# One storage in the cache: the other driver's (and the unversioned one of earlier builds) goes.
+for other in "${images}/storage" "${images}/run" "${images}/vfs" "${images}/overlay"; do
+  [[ -e "${other}" && "${other}" != "${images}/${driver}" ]] || continue
+  findmnt -rn -o TARGET | grep "^${other}/" | sort -r | xargs -r umount -l || true
+  rm -rf "${other}"
+done
+export STORAGE_DRIVER="${driver}" BUILDAH_ISOLATION=chroot
+storage=(--root "${images}/${driver}/storage" --runroot "${images}/${driver}/run" --storage-driver "${driver}")
 base_packages="python3,python3-venv,python-is-python3,ca-certificates,passwd"
 
 need() {
@@ -110,4 +133,4 @@ for name in operator runtime; do
   echo "image localhost/kubeinfer-${name}:dev $(buildah "${storage[@]}" images --format '{{.Size}}' \
     "localhost/kubeinfer-${name}:dev" | tr -d ' ')"
 done
-echo "storage ${images}/storage"
+echo "storage ${images}/${driver}/storage ${driver}"

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STORAGE_ENV = {"STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
-
 
 @dataclass
 class Image:
@@ -23,11 +21,13 @@ class Image:
 
     name: str
     storage: Path
+    driver: str  # overlay or vfs, as hack/build-images.sh chose
 
     def buildah(self, *args: str) -> str:
         argv = ["buildah", "--root", str(self.storage), "--runroot", str(self.storage.parent / "run"),
-                "--storage-driver", "vfs", *args]  # fmt: skip
-        env = {**STORAGE_ENV, "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+                "--storage-driver", self.driver, *args]  # fmt: skip
+        env = {"STORAGE_DRIVER": self.driver, "BUILDAH_ISOLATION": "chroot",
+               "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
         return subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
 
     def config(self) -> dict[str, Any]:

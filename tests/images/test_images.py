@@ -28,14 +28,15 @@ def built() -> dict[str, Image]:
     result = subprocess.run(["bash", "hack/build-images.sh"], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     lines = result.stdout.splitlines()
-    storage = Path(next(line.split()[1] for line in lines if line.startswith("storage ")))
+    _, storage, driver = next(line.split() for line in lines if line.startswith("storage "))
     names = [line.split()[1] for line in lines if line.startswith("image ")]
-    return {name.split("/")[-1].split(":")[0].removeprefix("kubeinfer-"): Image(name, storage) for name in names}
+    return {name.split("/")[-1].split(":")[0].removeprefix("kubeinfer-"): Image(name, Path(storage), driver)
+            for name in names}
 
 
 @pytest.fixture(scope="module")
 def containers(built: dict[str, Image]) -> Iterator[dict[str, Container]]:
-    """One working container per image, for every test of the module (vfs copies the whole image to make one)."""
+    """One working container per image, for every test of the module (with vfs, each copies the whole image)."""
     made: dict[str, Container] = {}
     try:
         for name, image in built.items():
