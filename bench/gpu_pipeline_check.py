@@ -76,9 +76,7 @@ def chain_stages(first: Any, last: Any) -> None:
             hidden = first.schedules[length]._stage.submod(micro)
             out = last.schedules[length]._stage.submod(*(hidden if isinstance(hidden, tuple) else (hidden,)))
             pieces.append(out[0] if isinstance(out, tuple | list) else out)
-        logits = torch.cat(pieces)
-        rows = torch.arange(buf.shape[0], device=buf.device)
-        return logits[rows, torch.tensor(ends, device=buf.device) - 1].argmax(-1)
+        return pipeline_module.next_tokens(torch.cat(pieces), ends)
 
     first._step = step
 

@@ -11,9 +11,11 @@ from strategy_harness import Launcher, make_items, merged
 
 from kubeinfer_runtime.strategies.pipeline import (
     auto_split_points,
+    burned_devices,
     check_parameters,
     check_split_points,
     retarget_positional_devices,
+    stage_graphs,
     unwrap_inner_no_grad,
 )
 
@@ -116,11 +118,7 @@ def test_devices_burned_into_a_trace_point_at_the_stage_device(llama_dir: Path) 
     stage, target = pipe.get_stage_module(0), torch.device("meta")
 
     def other_devices() -> list[str]:
-        graphs = {id(g): g for m in stage.modules()
-                  if isinstance(g := m if isinstance(m, torch.fx.GraphModule) else getattr(m, "graph_module", None),
-                                torch.fx.GraphModule)}
-        return [n.name for g in graphs.values() for n in g.graph.nodes
-                if n.op == "call_function" and any(isinstance(a, torch.device) and a != target for a in n.args)]
+        return [node.name for graph in stage_graphs(stage) for node in burned_devices(graph, target)]
 
     burned = other_devices()
     assert burned, "the trace no longer burns a device into a positional argument: revisit this test"

@@ -99,26 +99,43 @@ def bind_to_device_copy(stage_module: torch.nn.Module, copies: dict[str, torch.T
                 kind[leaf] = copies[name]
 
 
+def stage_graphs(stage_module: torch.nn.Module) -> list[torch.fx.GraphModule]:
+    """The graph modules a traced stage runs (its own and its unflattened submodules'), each once."""
+    graphs: dict[int, torch.fx.GraphModule] = {}
+    for module in stage_module.modules():
+        graph_module = module if isinstance(module, torch.fx.GraphModule) else getattr(module, "graph_module", None)
+        if isinstance(graph_module, torch.fx.GraphModule):
+            graphs.setdefault(id(graph_module.graph), graph_module)
+    return list(graphs.values())
+
+
+def burned_devices(graph_module: torch.fx.GraphModule, device: torch.device) -> list[torch.fx.Node]:
+    """Ops of the graph with a device other than `device` among their positional arguments."""
+    return [node for node in graph_module.graph.nodes if node.op == "call_function"
+            and any(isinstance(a, torch.device) and a != device for a in node.args)]
+
+
 def retarget_positional_devices(stage_module: torch.nn.Module, device: torch.device) -> int:
     """Point devices that tracing burned into ops' positional arguments at `device`; return how many.
 
     Tracing on the CPU records `x.to(y.device)` as `aten.to.device(x, cpu)`: Llama's rotary embedding
     then ran on the CPU against the stage's GPU tensors ("found at least two devices"). torch's
     `build_stage` rewrites `device=` keywords only (`_modify_graph_op_device`)."""
-    changed, seen = 0, set()
-    for module in stage_module.modules():
-        graph_module = module if isinstance(module, torch.fx.GraphModule) else getattr(module, "graph_module", None)
-        if not isinstance(graph_module, torch.fx.GraphModule) or id(graph_module.graph) in seen:
-            continue
-        seen.add(id(graph_module.graph))
-        before = changed
-        for node in graph_module.graph.nodes:
-            if node.op == "call_function" and any(isinstance(a, torch.device) and a != device for a in node.args):
-                node.args = tuple(device if isinstance(a, torch.device) else a for a in node.args)
-                changed += 1
-        if changed != before:
+    changed = 0
+    for graph_module in stage_graphs(stage_module):
+        nodes = burned_devices(graph_module, device)
+        for node in nodes:
+            node.args = tuple(device if isinstance(a, torch.device) else a for a in node.args)
+        if nodes:
             graph_module.recompile()
+        changed += len(nodes)
     return changed
+
+
+def next_tokens(logits: torch.Tensor, ends: list[int]) -> torch.Tensor:
+    """Greedy pick of each row's next token from the logits at its last filled position."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, torch.tensor(ends, device=logits.device) - 1].argmax(-1)
 
 
 def unwrap_inner_no_grad(model: torch.nn.Module) -> list[str]:
@@ -231,15 +248,13 @@ class PipelineParallel(Strategy):
     def _step(self, schedule: Any, buf: torch.Tensor, ends: list[int]) -> torch.Tensor:
         """One forward through all stages; the last picks the next tokens and broadcasts them."""
         rank, last = self.ctx.dist.rank, self.ctx.dist.world_size - 1
-        next_tokens = torch.zeros(buf.shape[0], dtype=torch.long, device=buf.device)
+        tokens = torch.zeros(buf.shape[0], dtype=torch.long, device=buf.device)
         if rank == 0:
             schedule.step(buf)
         elif rank == last:
             out = schedule.step()
-            logits = out[0] if isinstance(out, tuple | list) else out
-            rows = torch.arange(buf.shape[0], device=buf.device)
-            next_tokens = logits[rows, torch.tensor(ends, device=buf.device) - 1].argmax(-1)
+            tokens = next_tokens(out[0] if isinstance(out, tuple | list) else out, ends)
         else:
             schedule.step()
-        dist.broadcast(next_tokens, src=last)
-        return next_tokens
+        dist.broadcast(tokens, src=last)
+        return tokens
