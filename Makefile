@@ -13,10 +13,12 @@ export PYTHONPATH := tests
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# Compiled bytecode: with PYTHONDONTWRITEBYTECODE set, or a pod's uid unable to write into the venv, every
+# process would compile torch, transformers and diffusers from source again (a Flux rank's imports 10 s, not 5).
 $(VENV)/.stamp: pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install -q uv
 	uv venv -q --allow-existing -p python3.11 $(VENV)
-	uv pip install -q --python $(PY) -e '.[operator,runtime,dev]'
+	uv pip install -q --compile-bytecode --python $(PY) -e '.[operator,runtime,dev]'
 	@touch $@
 
 venv: $(VENV)/.stamp  ## create .venv (cached wheels, hard-linked)
