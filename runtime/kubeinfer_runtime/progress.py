@@ -107,15 +107,18 @@ class Reporter:
             return
         succeeded, failed = self.counts()
         with self.lock:
-            committed = self.report.skipped + succeeded
-            rate, eta = 0.0, None
-            if self.started is not None:
-                elapsed = max(time.monotonic() - self.started[0], 1e-3)
-                rate = max(committed - self.started[1], 0) / elapsed
-                remaining = max(self.report.total - committed - failed, 0)
-                eta = int(remaining / rate) if rate > 0 else None
-            self.report = self.report.model_copy(update={
-                "succeeded": committed, "failed": failed, "items_per_second": round(rate, 3), "eta_seconds": eta})
+            self._count(self.report.skipped + succeeded, failed)
+
+    def _count(self, committed: int, failed: int) -> None:
+        """The counts, with the rate and ETA over this attempt's own commits (the caller holds the lock)."""
+        rate, eta = 0.0, None
+        if self.started is not None:
+            elapsed = max(time.monotonic() - self.started[0], 1e-3)
+            rate = max(committed - self.started[1], 0) / elapsed
+            remaining = max(self.report.total - committed - failed, 0)
+            eta = int(remaining / rate) if rate > 0 else None
+        self.report = self.report.model_copy(update={
+            "succeeded": committed, "failed": failed, "items_per_second": round(rate, 3), "eta_seconds": eta})
 
     def publish(self) -> None:
         with self.publish_lock:
@@ -130,9 +133,9 @@ class Reporter:
         which the operator judges successPolicy by; else this run's published counters, read once more."""
         self.stop_event.set()
         with self.refresh_lock:  # waits out a refresh in flight, so its older counts cannot land after these
-            if counts is not None:
+            if counts is not None:  # the rate too: a job shorter than one refresh would end saying 0 items/s
                 with self.lock:
-                    self.report = self.report.model_copy(update={"succeeded": counts[0], "failed": counts[1]})
+                    self._count(*counts)
             else:
                 try:
                     self.refresh()

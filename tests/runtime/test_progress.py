@@ -82,8 +82,12 @@ def test_the_last_report_carries_the_ledgers_counts() -> None:
     reporter = Reporter(attempt=0, sink=sink, interval=3600)
     reporter.track(lambda: (3, 0))  # this run's counters lag behind the ledger
     reporter.set(total=10, skipped=2)
+    reporter.set(phase="running")
     reporter.close("complete", counts=(9, 1))
-    assert (sink.reports[-1].succeeded, sink.reports[-1].failed) == (9, 1)
+    last = sink.reports[-1]
+    assert (last.succeeded, last.failed) == (9, 1)
+    # A job done before the first refresh: its last line gives its rate, not "0.00 items/s ETA ?" (seen on a GPU).
+    assert last.items_per_second > 0 and last.eta_seconds == 0
 
 
 def test_progress_line() -> None:
