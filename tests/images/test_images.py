@@ -84,6 +84,41 @@ print(sorted(t for t in ("cc", "gcc", "c++", "g++", "clang", "pip", "pip3", "uv"
     assert result.stdout.strip() == "[] False", result.stdout
 
 
+#: Prints the modules (of those `import` loads) whose bytecode is missing or stale: a read-only root cannot
+#: cache it, so each of those would be compiled from source in every pod start (a cold start's seconds).
+STALE_BYTECODE = """
+import importlib.util, os, struct, sys
+import {modules}
+def fresh(module):
+    source, cached = getattr(module, "__file__", None), getattr(module, "__cached__", None)
+    if not (isinstance(source, str) and isinstance(cached, str) and source.endswith(".py")):
+        return True  # built in, an extension, or a namespace that answers every attribute (torch.ops)
+    try:
+        with open(cached, "rb") as pyc:
+            head = pyc.read(16)
+    except OSError:
+        return False
+    flags, mtime, size = struct.unpack("<3I", head[4:16])
+    stat = os.stat(source)
+    unchecked_or_current = flags & 1 or (mtime, size) == (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF)
+    return head[:4] == importlib.util.MAGIC_NUMBER and bool(unchecked_or_current)
+print(len(sys.modules), sorted(name for name, module in list(sys.modules.items()) if not fresh(module)))
+"""
+#: What each image's processes import: the entrypoints and, for the worker's ranks, the model libraries.
+ENTRY_MODULES = {"operator": "kopf, kubernetes, kubeinfer_operator.main",
+                 "runtime": "torch, diffusers, transformers, accelerate, kubeinfer_runtime.worker, "
+                            "kubeinfer_runtime.cli, kubeinfer_runtime.strategies.data"}  # fmt: skip
+
+
+def test_ships_current_bytecode_for_what_it_imports(container: Container, request: pytest.FixtureRequest) -> None:
+    image = request.node.callspec.params["container"]
+    result = container.run(["python", "-c", STALE_BYTECODE.format(modules=ENTRY_MODULES[image])])
+    assert result.returncode == 0, result.stderr
+    loaded, stale = result.stdout.split(maxsplit=1)
+    assert int(loaded) > 300, result.stdout  # the probe saw the libraries, not an empty import
+    assert stale.strip() == "[]", f"modules without current bytecode in the {image} image: {stale[:2000]}"
+
+
 def test_operator_entrypoint_starts(containers: dict[str, Container]) -> None:
     running = containers["operator"]
     assert running.config["Entrypoint"] == ["kubeinfer-operator"]
