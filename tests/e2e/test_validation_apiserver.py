@@ -18,7 +18,7 @@ import unit.test_api_validation as unit_table
 import unit.test_examples as example_table
 import yaml
 
-from e2e.support.cluster import Cluster, job_manifest
+from e2e.support.cluster import Cluster, job_manifest, wait_for
 from kubeinfer_api.crd import build_crd
 from kubeinfer_api.spec import IMMUTABLE_FIELDS, DistributedInferenceSpec
 from kubeinfer_api.validation import SpecError, parse_manifest, parse_spec
@@ -212,9 +212,9 @@ def test_printer_columns_show_state_and_progress(crd: Cluster, ns: str, suspende
               "message": "2 of 2 workers running (attempt 1)"}
     crd.kubectl("patch", "dinf", suspended_job, "-n", ns, "--subresource=status", "--type=merge", "-p",
                 json.dumps({"status": status}))  # fmt: skip
-    # An operator may rewrite the status at any moment: the row must match the stored object.
-    table = crd.kubectl("get", "dinf", suspended_job, "-n", ns).stdout.splitlines()
-    job = crd.job(suspended_job, ns)
+    # An operator may rewrite the status at any moment: the row must match the stored object, so the row is
+    # taken between two reads of the object that find the same resourceVersion.
+    table, job = wait_for(lambda: consistent_row(crd, ns, suspended_job), "a row read while the job did not change", 30)
     header = table[0].split()
     assert header == ["NAME", "STATE", "SUCCEEDED", "TOTAL", "PROGRESS", "NODES", "RESTARTS", "AGE", "MESSAGE"]
     row = table[1].split(None, len(header) - 1)  # the message, last, has spaces
@@ -225,3 +225,12 @@ def test_printer_columns_show_state_and_progress(crd: Cluster, ns: str, suspende
     assert shown["STATE"] == str(observed.get("state", "<none>"))
     assert shown["RESTARTS"] == str(observed.get("restarts", "<none>"))
     assert shown["SUCCEEDED"] == str(observed.get("progress", {}).get("succeeded", "<none>"))
+
+
+def consistent_row(crd: Cluster, ns: str, name: str) -> tuple[list[str], dict[str, Any]] | None:
+    """`kubectl get`'s table and the object it shows, or None when the object changed in between."""
+    before = crd.job(name, ns)
+    table = crd.kubectl("get", "dinf", name, "-n", ns).stdout.splitlines()
+    after = crd.job(name, ns)
+    same = before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
+    return (table, after) if same else None
