@@ -25,8 +25,7 @@ from e2e.support.jobs import (
     job_outputs,
     launch,
     output_prefix,
-    reference_key,
-    reference_run,
+    shared_reference_run,
     succeeded,
 )
 from kubeinfer_api import naming
@@ -37,25 +36,16 @@ TIMEOUT = 600
 S3_OUTAGE_SECONDS = 20
 
 
-@pytest.fixture(scope="module")
-def reference_cache() -> dict[str, RunOutputs]:
-    return {}
-
-
 @pytest.fixture
 def check_run(
-    operator: Cluster, job_namespace: str, tiny_models: Any, reference_cache: dict[str, RunOutputs],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Callable[[Manifest], RunOutputs]:  # fmt: skip
+    operator: Cluster, job_namespace: str, tiny_models: Any, e2e_session: Path
+) -> Callable[[Manifest], RunOutputs]:
     """Checks a finished job's outputs against the single-process reference of its spec."""
 
     def check(manifest: Manifest) -> RunOutputs:
-        key = reference_key(manifest)
-        if key not in reference_cache:
-            workdir = tmp_path_factory.mktemp(f"reference-{key}")
-            reference_cache[key] = reference_run(manifest, Path(workdir), operator.backend.s3_host_env())
+        reference = shared_reference_run(manifest, e2e_session / "references", operator.backend.s3_host_env())
         run = job_outputs(operator, job_namespace, manifest["metadata"]["name"])
-        assert_same_items(run, reference_cache[key], item_count(manifest))
+        assert_same_items(run, reference, item_count(manifest))
         return run
 
     return check

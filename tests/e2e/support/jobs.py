@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from e2e.support import shared
 from e2e.support.cluster import REPO, Cluster, Manifest, job_manifest
 
 #: kubeinfer_runtime.rank.ITEM_DELAY_ENV (not imported: that module loads torch)
@@ -129,8 +131,24 @@ def reference_run(manifest: Manifest, workdir: Path, s3_env: dict[str, str]) -> 
     result = subprocess.run([str(kubeinfer), "run", str(job_file), "--nproc", "1", "--output", str(out)],
                             env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, f"reference run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    objects = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    return parse_run(objects)
+    return _read_run(out)
+
+
+def shared_reference_run(manifest: Manifest, folder: Path, s3_env: dict[str, str]) -> RunOutputs:
+    """`reference_run`, made once per pytest run for every xdist worker (the e2e session folder is shared):
+    specs with the same `reference_key` produce the same items."""
+    workdir = folder / reference_key(manifest)
+    with shared.exclusive(workdir.with_suffix(".lock")):
+        if (workdir / "done").exists():
+            return _read_run(workdir / "out")
+        shutil.rmtree(workdir, ignore_errors=True)  # a run cut short before it was done
+        run = reference_run(manifest, workdir, s3_env)
+        (workdir / "done").touch()
+        return run
+
+
+def _read_run(out: Path) -> RunOutputs:
+    return parse_run({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()})
 
 
 def assert_same_items(run: RunOutputs, reference: RunOutputs, expected: int, pixel_tolerance: int = 0) -> None:
