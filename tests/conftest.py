@@ -21,6 +21,8 @@ _DIR, _OWNER = "kubeinfer_e2e_session", "kubeinfer_e2e_owner"
 def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is None:  # the controlling process, or a plain run
+        if getattr(config.option, "dist", None) == "loadgroup":
+            config.option.loadscopereorder = False  # xdist would queue the largest groups first, not _queue_order's
         shared.reap_abandoned()
         config.stash[shared.SESSION_DIR] = shared.new_session_dir()
         config.stash[shared.SESSION_OWNER] = os.getpid()

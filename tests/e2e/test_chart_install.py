@@ -2,17 +2,19 @@
 
 On the local cluster the node agent runs the image's entrypoint (`kubeinfer-operator`) from the
 project's venv, with in-cluster config from the pod's ServiceAccount token; on kind it is the image.
-The module ends with `helm uninstall`; the `operator` fixture re-installs for later modules.
+The module ends with `helm uninstall`, and installs the release again before it lets other tests run.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from e2e.support.cluster import CHART, OPERATOR_NAMESPACE, RELEASE, Cluster, wait_for
+from e2e.support.fixtures import ensure_operator
 from e2e.support.jobs import fault_job, launch
 from kubeinfer_api import GROUP, PLURAL
 
@@ -35,6 +37,15 @@ PERMISSIONS = [
     ("create", "clusterroles.rbac.authorization.k8s.io", False),
     ("delete", "customresourcedefinitions.apiextensions.k8s.io", False),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_release_restored(nodes: Cluster) -> Iterator[None]:
+    """Put the shared release back before the module's exclusive hold ends: a test elsewhere that waits for
+    its jobs while holding the cluster (shared) would otherwise wait for an operator nobody installs (seen:
+    every worker stuck until pytest's timeout)."""
+    yield
+    ensure_operator(nodes)
 
 
 def _can(cluster: Cluster, verb: str, resource: str, namespace: str) -> bool:

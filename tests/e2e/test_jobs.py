@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from unit.test_examples import CPU_EXAMPLES
 
+from e2e.support import shared
 from e2e.support.cluster import Cluster, Manifest, wait_for
 from e2e.support.fixtures import ensure_operator, new_job_namespace
 from e2e.support.jobs import (
@@ -50,12 +51,15 @@ def job_namespace(nodes: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def launched(nodes: Cluster, job_namespace: str, tiny_models: Any) -> dict[str, Manifest]:
-    """Every CPU example applied at once, each writing under this namespace's output prefix."""
-    ensure_operator(nodes)
+def launched(request: pytest.FixtureRequest, nodes: Cluster, job_namespace: str,
+             tiny_models: Any) -> dict[str, Manifest]:  # fmt: skip
+    """Every CPU example applied at once, each writing under this namespace's output prefix; beside other
+    tests, not while a serial one has the cluster (a module fixture runs before the tests' own access)."""
     jobs = {name: for_test(load_example(name), job_namespace) for name in CPU_EXAMPLES}
-    for manifest in jobs.values():
-        launch(nodes, job_namespace, manifest)
+    with shared.access(shared.session_of(request.config), alone=False):
+        ensure_operator(nodes)
+        for manifest in jobs.values():
+            launch(nodes, job_namespace, manifest)
     return jobs
 
 
@@ -81,6 +85,7 @@ def _reference(name: str, manifest: Manifest, cache: dict[str, RunOutputs], clus
 
 
 @pytest.mark.parametrize("name", CPU_EXAMPLES)
+@pytest.mark.usefixtures("operator")  # installed and Running again if a test uninstalled it since `launched`
 def test_example_completes_with_single_process_outputs(
     name: str, cluster: Cluster, job_namespace: str, launched: dict[str, Manifest],
     references: dict[str, RunOutputs], tmp_path_factory: pytest.TempPathFactory,
