@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from _pytest.nodeid import coerce_node_id
-from e2e.support import shared
+from e2e.support import schedule, shared
 from e2e.support.options import pytest_addoption  # noqa: F401  (--cluster=local|kind)
 
 _DIR, _OWNER = "kubeinfer_e2e_session", "kubeinfer_e2e_owner"
@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is None:  # the controlling process, or a plain run
         if getattr(config.option, "dist", None) == "loadgroup":
-            config.option.loadscopereorder = False  # xdist would queue the largest groups first, not _queue_order's
+            config.option.loadscopereorder = False  # xdist would queue the largest groups first
         shared.reap_abandoned()
         config.stash[shared.SESSION_DIR] = shared.new_session_dir()
         config.stash[shared.SESSION_OWNER] = os.getpid()
@@ -44,49 +44,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shared.teardown(session)
 
 
-#: The xdist group of every `serial` test: one worker runs them one after another, first (see `_queue_order`).
-SERIAL_GROUP = "serial"
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`--dist loadgroup`: suffix each `xdist_group` test's id with its group, as pytest-xdist does, and order
-    the queue. xdist 3.8 writes `item._nodeid`, which pytest 9 no longer reads (the id lives in `_id`), so
-    without this every group's tests spread over the workers and module fixtures that must run once run per
-    worker."""
+    """`--dist loadgroup`: suffix each grouped test's id with its group, as pytest-xdist does, and queue the
+    tests in schedule order (e2e/support/schedule.py). xdist 3.8 writes `item._nodeid`, which pytest 9 no
+    longer reads (the id lives in `_id`), so without this every group's tests spread over the workers and
+    module fixtures that must run once run per worker."""
     if not getattr(config.option, "loadgroup", False):
         return
     for item in items:
-        group = _group(item)
+        group = schedule.group_of(item)
         if group and "@" not in item.nodeid:
             item._id = coerce_node_id(f"{item.nodeid}@{group}")
-    items[:] = _queue_order(items)
-
-
-def _group(item: pytest.Item) -> str | None:
-    if item.get_closest_marker(shared.SERIAL_MARK) is not None:
-        return SERIAL_GROUP
-    groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
-                     for m in item.iter_markers("xdist_group")})
-    return "_".join(groups) or None
-
-
-def _queue_order(items: list[pytest.Item]) -> list[pytest.Item]:
-    """xdist hands out work in collection order, so this order is the schedule. The serial tests (one unit)
-    start at once on one worker while the others build the images and run the runtime tests, which do not use
-    the shared cluster and so do not wait for a serial test as an e2e test would (that wait left the CPUs
-    idle). Then the e2e tests, the groups (the longest units) first; the quick unit tests fill the tail."""
-
-    def rank(item: pytest.Item) -> int:
-        group, path = _group(item), item.nodeid
-        if group == SERIAL_GROUP:
-            return 0
-        if item.get_closest_marker("images") is not None:
-            return 1
-        if path.startswith("tests/runtime/"):
-            return 2
-        if path.startswith("tests/e2e/"):
-            return 3 if group else 4
-        return 5
-
-    return sorted(items, key=rank)  # stable: collection order within a rank
+    items[:] = schedule.queue_order(items)
