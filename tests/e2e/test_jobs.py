@@ -19,14 +19,13 @@ from e2e.support import shared
 from e2e.support.cluster import Cluster, Manifest, wait_for
 from e2e.support.fixtures import ensure_operator, new_job_namespace
 from e2e.support.jobs import (
-    RunOutputs,
     assert_same_items,
     for_test,
     item_count,
     job_outputs,
     launch,
     load_example,
-    reference_run,
+    shared_reference_run,
 )
 from kubeinfer_api.plan import world_size
 from kubeinfer_api.validation import parse_manifest
@@ -72,28 +71,16 @@ def reference_spec(manifest: Manifest) -> Manifest:
     return ref
 
 
-@pytest.fixture(scope="module")
-def references() -> dict[str, RunOutputs]:
-    """Reference runs by example name (each computed once, by the test that needs it)."""
-    return {}
-
-
-def _reference(name: str, manifest: Manifest, cache: dict[str, RunOutputs], cluster: Cluster, tmp: Path) -> RunOutputs:
-    if name not in cache:
-        cache[name] = reference_run(reference_spec(manifest), tmp / name, cluster.backend.s3_host_env())
-    return cache[name]
-
-
 @pytest.mark.parametrize("name", CPU_EXAMPLES)
 @pytest.mark.usefixtures("operator")  # installed and Running again if a test uninstalled it since `launched`
 def test_example_completes_with_single_process_outputs(
-    name: str, cluster: Cluster, job_namespace: str, launched: dict[str, Manifest],
-    references: dict[str, RunOutputs], tmp_path_factory: pytest.TempPathFactory,
+    name: str, cluster: Cluster, job_namespace: str, launched: dict[str, Manifest], e2e_session: Path,
 ) -> None:  # fmt: skip
     manifest = launched[name]
     expected = item_count(manifest)
     # Computed while the cluster works on the jobs: the host's CPU would otherwise idle.
-    reference = _reference(name, manifest, references, cluster, tmp_path_factory.getbasetemp() / "references")
+    reference = shared_reference_run(reference_spec(manifest), e2e_session / "references",
+                                     cluster.backend.s3_host_env())
     job = cluster.wait_condition(name, job_namespace, "Complete", JOB_TIMEOUT)
 
     status = job["status"]
