@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +26,12 @@ def test_strategy_for_still_finds_every_strategy() -> None:
             "print(sorted(STRATEGIES))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "['context', 'data', 'deviceMap', 'pipeline']"
+
+
+def test_ranks_load_triton_only_where_an_nvidia_device_is() -> None:
+    """The Makefile leaves triton out of a GPU-less venv (hack/gpu-only-packages.txt): a rank's diffusers import
+    would load it through torch._dynamo, 0.45 CPU-s in each of the hundreds of ranks `make test` starts. With a
+    device, CUDA torch.compile needs it."""
+    code = "import sys, diffusers.utils.torch_utils; print('triton' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(Path("/dev/nvidiactl").exists()), "run `rm .venv/.stamp && make venv` after a GPU change"
