@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 workers="${KUBEINFER_TEST_WORKERS:-3}"
 # torch.compile tests reuse inductor's compiled kernels across runs (the clone is fresh, the cache is not).
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-${KUBEINFER_CACHE:-${HOME}/.cache/kubeinfer}/inductor}"
+# One CPU thread per test process (torch's default is one per core): several workers share the cores, and
+# OpenMP threads of oversubscribed processes spin-wait for each other (a tiny-Flux run 2-4x the CPU).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 lint_log="$(mktemp)"
 trap 'rm -f "${lint_log}"' EXIT
 

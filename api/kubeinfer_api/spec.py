@@ -177,7 +177,9 @@ class ResourceRequirements(SpecModel):
     limits: dict[str, Quantity] = Field(default_factory=dict, description=(
         "Container limits; nvidia.com/gpu is set from gpusPerNode."))
     requests: dict[str, Quantity] = Field(default_factory=dict, description=(
-        "Container requests; cpu 500m and memory 1Gi for each of the two you set no request or limit for."))
+        "Container requests; cpu 500m and memory 1Gi for each of the two you set no request or limit for. "
+        "Each process computes with OMP_NUM_THREADS = the cpu request (else limit) / processesPerNode, at least 1 "
+        "(set it in env to override)."))
 
 
 class LocalObjectReference(SpecModel):

@@ -25,6 +25,7 @@ from e2e.support.jobs import (
     job_outputs,
     launch,
     output_prefix,
+    pod_threads,
     shared_reference_run,
     succeeded,
 )
@@ -43,7 +44,8 @@ def check_run(
     """Checks a finished job's outputs against the single-process reference of its spec."""
 
     def check(manifest: Manifest) -> RunOutputs:
-        reference = shared_reference_run(manifest, e2e_session / "references", operator.backend.s3_host_env())
+        reference = shared_reference_run(manifest, e2e_session / "references", operator.backend.s3_host_env(),
+                                         pod_threads(manifest))
         run = job_outputs(operator, job_namespace, manifest["metadata"]["name"])
         assert_same_items(run, reference, item_count(manifest))
         return run

@@ -25,6 +25,7 @@ from e2e.support.jobs import (
     job_outputs,
     launch,
     load_example,
+    pod_threads,
     shared_reference_run,
 )
 from kubeinfer_api.plan import world_size
@@ -80,7 +81,7 @@ def test_example_completes_with_single_process_outputs(
     expected = item_count(manifest)
     # Computed while the cluster works on the jobs: the host's CPU would otherwise idle.
     reference = shared_reference_run(reference_spec(manifest), e2e_session / "references",
-                                     cluster.backend.s3_host_env())
+                                     cluster.backend.s3_host_env(), pod_threads(manifest))
     job = cluster.wait_condition(name, job_namespace, "Complete", JOB_TIMEOUT)
 
     status = job["status"]

@@ -74,7 +74,21 @@ def test_nccl_defaults_are_bounded_by_the_rendezvous_timeout() -> None:
     assert got["TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC"] == "120"
 
 
-@pytest.mark.parametrize("name", ["WORLD_SIZE", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "MASTER_ADDR", "NCCL_DEBUG"])
+@pytest.mark.parametrize(("job", "threads"), [
+    (JobBuilder().nodes(2), "1"),  # the default 500m request
+    (JobBuilder().set("workers.resources", {"requests": {"cpu": "8"}}).processes(2), "4"),
+    (JobBuilder().set("workers.resources", {"requests": {"cpu": "2500m"}, "limits": {"cpu": "16"}}), "2"),
+    (JobBuilder().set("workers.resources", {"limits": {"cpu": "3"}}).processes(2), "1"),  # request = limit
+    (JobBuilder().set("workers.resources", {"requests": {"cpu": "32"}}).gpus(8), "4"),
+    (JobBuilder().set("workers.resources", {"requests": {"cpu": "2"}}).processes(4), "1"),  # never 0
+])
+def test_each_process_gets_threads_for_its_share_of_the_cpu_request(job: JobBuilder, threads: str) -> None:
+    """Not one thread per core of the node: a small pod's ranks would spin-wait on a busy node."""
+    assert env(job)["OMP_NUM_THREADS"] == threads
+
+
+@pytest.mark.parametrize("name", ["WORLD_SIZE", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "MASTER_ADDR", "NCCL_DEBUG",
+                                  "OMP_NUM_THREADS"])
 def test_user_env_wins_over_injected(name: str) -> None:
     job = JobBuilder().nodes(2).env(name, "mine")
     names = [e["name"] for e in container(job)["env"]]

@@ -7,6 +7,10 @@ Injected env never overrides the user's `workers.env` (the user always wins).
 
 from __future__ import annotations
 
+import math
+
+from kubernetes.utils import parse_quantity
+
 from kubeinfer_api.naming import (
     ATTEMPT_ANNOTATION,
     JOB_FILE,
@@ -84,6 +88,15 @@ def nccl_env(spec: DistributedInferenceSpec) -> list[Obj]:
     ]
 
 
+def threads_env(spec: DistributedInferenceSpec, resources: Obj) -> list[Obj]:
+    """OMP_NUM_THREADS, torch's CPU threads per process: the CPU request (else limit) split over the processes,
+    at least 1. torch's default is a thread per core of the *node* (torchrun sets 1 only for several
+    processes): a small pod on a busy node would run many threads that spin-wait for each other."""
+    cpu = resources.get("requests", {}).get("cpu") or resources.get("limits", {}).get("cpu")
+    share = parse_quantity(cpu) / processes_per_node(spec) if cpu else 1  # type: ignore[no-untyped-call]
+    return [value("OMP_NUM_THREADS", max(1, math.floor(share)))]
+
+
 def storage_env(spec: DistributedInferenceSpec) -> list[Obj]:
     out: list[Obj] = []
     if spec.output.credentials_secret:
@@ -105,7 +118,8 @@ def merge_env(injected: list[Obj], user: list[Obj]) -> list[Obj]:
     return [e for e in injected if e["name"] not in mine] + list(user)
 
 
-def worker_env(job: JobRef, spec: DistributedInferenceSpec) -> list[Obj]:
-    injected = (rendezvous_env(job, spec) + kubeinfer_env(job, spec) + nccl_env(spec) + storage_env(spec)
-                + cache_env(spec) + scratch_env())
+def worker_env(job: JobRef, spec: DistributedInferenceSpec, resources: Obj) -> list[Obj]:
+    """Everything injected, then the user's `workers.env` (which wins); `resources` are the container's."""
+    injected = (rendezvous_env(job, spec) + kubeinfer_env(job, spec) + nccl_env(spec) + threads_env(spec, resources)
+                + storage_env(spec) + cache_env(spec) + scratch_env())
     return merge_env(injected, spec.workers.env)

@@ -51,13 +51,14 @@ def resources(spec: DistributedInferenceSpec) -> Obj:
 
 def container(job: JobRef, spec: DistributedInferenceSpec, image: str) -> Obj:
     w = spec.workers
+    own = resources(spec)
     out: Obj = {
         "name": CONTAINER,
         "image": w.image or image,
         "command": ["kubeinfer-worker"],
-        "env": worker_env(job, spec),
+        "env": worker_env(job, spec, own),
         "ports": [{"name": "rendezvous", "containerPort": spec.rendezvous.port, "protocol": "TCP"}, peer_port()],
-        "resources": resources(spec),
+        "resources": own,
         "volumeMounts": [
             {"name": "job-config", "mountPath": JOB_MOUNT_DIR, "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},

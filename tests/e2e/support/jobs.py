@@ -23,6 +23,9 @@ import yaml
 
 from e2e.support import shared
 from e2e.support.cluster import REPO, Cluster, Manifest, job_manifest
+from kubeinfer_api.validation import parse_manifest
+from kubeinfer_operator.builders.env import threads_env
+from kubeinfer_operator.builders.statefulset import resources
 
 #: kubeinfer_runtime.rank.ITEM_DELAY_ENV (not imported: that module loads torch)
 ITEM_DELAY_ENV = "KUBEINFER_TEST_ONLY_ITEM_DELAY_SECONDS"
@@ -121,28 +124,36 @@ def job_outputs(cluster: Cluster, namespace: str, job: str) -> RunOutputs:
                      output_prefix(namespace, job))  # fmt: skip
 
 
-def reference_run(manifest: Manifest, workdir: Path, s3_env: dict[str, str]) -> RunOutputs:
-    """The same spec in one local process (`kubeinfer run --nproc 1`), read from its output folder."""
+def reference_run(manifest: Manifest, workdir: Path, s3_env: dict[str, str], threads: str) -> RunOutputs:
+    """The same spec in one local process (`kubeinfer run --nproc 1`) computing with `threads` CPU threads
+    (the pods' `pod_threads`: sums may depend on it), read from its output folder."""
     workdir.mkdir(parents=True, exist_ok=True)
     job_file = workdir / "job.yaml"
     job_file.write_text(yaml.safe_dump(job_manifest(manifest["metadata"]["name"], manifest["spec"])))
     out = workdir / "out"
     kubeinfer = Path(sys.executable).with_name("kubeinfer")
+    env = {**os.environ, **s3_env, "OMP_NUM_THREADS": threads}
     result = subprocess.run([str(kubeinfer), "run", str(job_file), "--nproc", "1", "--output", str(out)],
-                            env={**os.environ, **s3_env}, capture_output=True, text=True, timeout=900)  # fmt: skip
+                            env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, f"reference run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return _read_run(out)
 
 
-def shared_reference_run(manifest: Manifest, folder: Path, s3_env: dict[str, str]) -> RunOutputs:
+def pod_threads(manifest: Manifest) -> str:
+    """The OMP_NUM_THREADS each process of the job's pods gets."""
+    env = threads_env(spec := parse_manifest(manifest)[1], resources(spec))
+    return str(env[0]["value"])
+
+
+def shared_reference_run(manifest: Manifest, folder: Path, s3_env: dict[str, str], threads: str) -> RunOutputs:
     """`reference_run`, made once per pytest run for every xdist worker (the e2e session folder is shared):
     specs with the same `reference_key` produce the same items."""
-    workdir = folder / reference_key(manifest)
+    workdir = folder / f"{reference_key(manifest)}-{threads}"
     with shared.exclusive(workdir.with_suffix(".lock")):
         if (workdir / "done").exists():
             return _read_run(workdir / "out")
         shutil.rmtree(workdir, ignore_errors=True)  # a run cut short before it was done
-        run = reference_run(manifest, workdir, s3_env)
+        run = reference_run(manifest, workdir, s3_env, threads)
         (workdir / "done").touch()
         return run
 
