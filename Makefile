@@ -23,7 +23,7 @@ $(VENV)/.stamp: pyproject.toml hack/gpu-only-packages.txt
 	uv venv -q --allow-existing -p python3.11 $(VENV)
 	uv pip install -q --compile-bytecode --python $(PY) $(if $(GPU_LESS),--excludes hack/gpu-only-packages.txt) \
 		-e '.[operator,runtime,dev]'
-	$(if $(GPU_LESS),uv pip uninstall -q --python $(PY) -r hack/gpu-only-packages.txt 2>/dev/null || true)
+	$(if $(GPU_LESS),uv pip uninstall -q --python $(PY) -r hack/gpu-only-packages.txt)
 	@touch $@
 
 venv: $(VENV)/.stamp  ## create .venv (cached wheels, hard-linked)

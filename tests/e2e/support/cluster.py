@@ -27,14 +27,14 @@ OPERATOR_NAMESPACE = "kubeinfer-system"
 RELEASE = "kubeinfer"
 S3_SECRET = "s3-credentials"
 #: Kinds read over HTTP in this process (the suite polls these thousands of times; a kubectl run costs 33 ms of
-#: CPU, a request ~1 ms): kind (singular, lower case) -> (API prefix, plural). Other kinds go through kubectl.
+#: CPU, a request ~1 ms): kind (singular, lower case; the plural adds "s") -> API prefix. Others go through kubectl.
 DIRECT_READS = {
-    "distributedinference": (f"/apis/{API_VERSION}", "distributedinferences"),
-    "pod": ("/api/v1", "pods"),
-    "configmap": ("/api/v1", "configmaps"),
-    "service": ("/api/v1", "services"),
-    "serviceaccount": ("/api/v1", "serviceaccounts"),
-    "statefulset": ("/apis/apps/v1", "statefulsets"),
+    "distributedinference": f"/apis/{API_VERSION}",
+    "pod": "/api/v1",
+    "configmap": "/api/v1",
+    "service": "/api/v1",
+    "serviceaccount": "/api/v1",
+    "statefulset": "/apis/apps/v1",
 }
 
 
@@ -117,12 +117,11 @@ class Cluster:
 
     def _direct_path(self, kind: str, namespace: str | None) -> str | None:
         """The collection's URL path when `kind` is one of DIRECT_READS (singular or plural, any case)."""
-        key = kind.lower()
-        found = DIRECT_READS.get(key) or next((v for v in DIRECT_READS.values() if v[1] == key), None)
-        if found is None or namespace is None:
+        singular = kind.lower().removesuffix("s")
+        prefix = DIRECT_READS.get(singular)
+        if prefix is None or namespace is None:
             return None
-        prefix, plural = found
-        return f"{prefix}/namespaces/{namespace}/{plural}"
+        return f"{prefix}/namespaces/{namespace}/{singular}s"
 
     @property
     def _api(self) -> Kube:

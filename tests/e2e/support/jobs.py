@@ -141,8 +141,8 @@ def reference_run(manifest: Manifest, workdir: Path, s3_env: dict[str, str], thr
 
 def pod_threads(manifest: Manifest) -> str:
     """The OMP_NUM_THREADS each process of the job's pods gets."""
-    env = threads_env(spec := parse_manifest(manifest)[1], resources(spec))
-    return str(env[0]["value"])
+    spec = parse_manifest(manifest)[1]
+    return str(threads_env(spec, resources(spec))[0]["value"])
 
 
 def shared_reference_run(manifest: Manifest, folder: Path, s3_env: dict[str, str], threads: str) -> RunOutputs:
