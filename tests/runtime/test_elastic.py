@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
+from rank_processes import rank_processes
 from strategy_harness import PROMPTS, REPO, job_json
 from test_strategy_data import reference_batched_texts
 
@@ -57,15 +58,6 @@ def start_pod(env: dict[str, str]) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def is_rank(process: psutil.Process) -> bool:
-    """A rank process (not torchrun, whose own command line names the rank module too)."""
-    try:
-        argv = process.cmdline()
-    except psutil.Error:
-        return False
-    return "kubeinfer_runtime.rank" in argv and "torch.distributed.run" not in argv
-
-
 class RankWatch:
     """Every rank process each pod ever ran (a restarted or re-launched rank would add a pid)."""
 
@@ -86,11 +78,7 @@ class RankWatch:
         while not self.stop.wait(0.05):
             with self.lock:
                 for pod, seen in zip(self.pods, self.pids, strict=True):
-                    try:
-                        children = psutil.Process(pod.pid).children(recursive=True)
-                    except psutil.NoSuchProcess:
-                        continue
-                    seen.update(p.pid for p in children if is_rank(p))
+                    seen.update(p.pid for p in rank_processes(pod.pid))
 
     def rank_of(self, index: int) -> psutil.Process:
         deadline = time.monotonic() + 120

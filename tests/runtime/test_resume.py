@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from rank_processes import rank_processes
 from run_harness import kubeinfer, manifest, reference_pngs, write
 
 from kubeinfer_runtime.ledger import Ledger
@@ -25,11 +25,6 @@ PARAMS = {"num_inference_steps": 8, "height": 32, "width": 32, "max_sequence_len
 SEED = 11
 
 
-def rank_processes(root: Any) -> list[psutil.Process]:
-    return [p for p in psutil.Process(root.pid).children(recursive=True)
-            if "kubeinfer_runtime.rank" in " ".join(p.cmdline())]
-
-
 def kill_a_rank_after(root: Any, ledger: Ledger, committed: int, rank: int, timeout_s: float = 300) -> int:
     """SIGKILL `rank` once it has `committed` items in the ledger; returns how many the ledger had then."""
     deadline = time.monotonic() + timeout_s
@@ -37,7 +32,7 @@ def kill_a_rank_after(root: Any, ledger: Ledger, committed: int, rank: int, time
         entries = ledger.entries()
         done = len(entries)
         if sum(1 for e in entries if e.rank == rank) >= committed:
-            victim = next(p for p in rank_processes(root) if p.environ().get("RANK") == str(rank))
+            victim = next(p for p in rank_processes(root.pid) if p.environ().get("RANK") == str(rank))
             victim.send_signal(signal.SIGKILL)
             return done
         time.sleep(0.2)
