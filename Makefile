@@ -8,7 +8,7 @@ export UV_LINK_MODE := hardlink
 export PYTHONPATH := tests
 
 .PHONY: help venv demo test test-unit test-runtime test-e2e lint crds docs docs-serve tools dev-cluster dev-cluster-down bench clean bench-scale \
-	bench-admission bench-model-load bench-items bench-textgen bench-threads images
+	bench-admission bench-model-load bench-items bench-textgen bench-threads bench-rank-start images
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -96,6 +96,9 @@ bench-items: venv  ## 10^4 and 10^6 items with an echo stand-in model: items/s, 
 
 bench-threads: venv  ## a CPU worker's threads: the operator's OMP_NUM_THREADS vs torch's default, quiet and busy
 	$(PY) bench/cpu_threads.py $(THREADS_ARGS)
+
+bench-rank-start: venv  ## rank start on CPU: torchrun (exec'd ranks) vs kubeinfer's launcher (forked ranks)
+	$(PY) bench/rank_start.py $(RANK_START_ARGS)
 
 bench-textgen: venv  ## text generation tokens/s, batchSize 8 vs 1 on the tiny LM (CPU)
 	$(PY) bench/textgen_batching.py $(TEXTGEN_ARGS)

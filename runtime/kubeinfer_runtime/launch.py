@@ -1,7 +1,9 @@
-"""Start the ranks with torchrun (never our own launcher) and bring back the first rank's error.
+"""Start the ranks with torchrun's launcher and bring back the first rank's error.
 
-In a pod torchrun takes --nnodes/--node-rank/--master-addr/--master-port/--nproc-per-node from the
-PET_* env the operator sets; locally it runs `--standalone` with an explicit process count.
+The launcher is `kubeinfer_runtime.forkrun`: torch's own parser, rendezvous and elastic agent, with ranks
+forked from it instead of exec'd (each saves a torch import). In a pod it takes --nnodes/--node-rank/
+--master-addr/--master-port/--nproc-per-node from the PET_* env the operator sets; locally it runs
+`--standalone` with an explicit process count.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ QUIET = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
 
 
 def torchrun_argv(nproc: int | None = None, standalone: bool = False) -> list[str]:
-    argv = [sys.executable, "-m", "torch.distributed.run", "--max-restarts", "0"]
+    argv = [sys.executable, "-u", "-m", "kubeinfer_runtime.forkrun", "--max-restarts", "0"]
     if standalone:
         argv += ["--standalone", "--nnodes", "1"]
     if nproc is not None:

@@ -42,19 +42,20 @@ def free_port() -> int:
 
 def launch(spec: dict[str, Any], model_dir: Path, cases: dict[str, list[dict[str, Any]]], nproc: int,
            tmp: Path, timeout: int = 180, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Run the strategy worker under torchrun with `nproc` gloo processes; return each rank's report."""
+    """Run the strategy worker under the product's launcher (torchrun, forked ranks) with `nproc` gloo
+    processes; return each rank's report."""
     tmp.mkdir(parents=True, exist_ok=True)
     cases_file = tmp / "cases.json"
     cases_file.write_text(json.dumps(cases))
     path = os.pathsep.join(str(REPO / p) for p in ("api", "runtime", "tests"))
     env = {**os.environ, **(env or {}), "PYTHONPATH": path,
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+    cmd = [sys.executable, "-u", "-m", "kubeinfer_runtime.forkrun", "--nproc-per-node", str(nproc),
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(WORKER),
            str(job_json(spec, tmp / "job.json")), str(model_dir), str(cases_file), str(tmp)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise AssertionError(f"torchrun exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"the launcher exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return [pickle.loads((tmp / f"rank{r}.pkl").read_bytes()) for r in range(nproc)]
 
 

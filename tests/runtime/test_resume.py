@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rank_processes import rank_processes
+from rank_processes import global_rank, rank_processes
 from run_harness import kubeinfer, manifest, reference_pngs, write
 
 from kubeinfer_runtime.ledger import Ledger
@@ -32,7 +32,7 @@ def kill_a_rank_after(root: Any, ledger: Ledger, committed: int, rank: int, time
         entries = ledger.entries()
         done = len(entries)
         if sum(1 for e in entries if e.rank == rank) >= committed:
-            victim = next(p for p in rank_processes(root.pid) if p.environ().get("RANK") == str(rank))
+            victim = next(p for p in rank_processes(root.pid) if global_rank(p) == rank)
             victim.send_signal(signal.SIGKILL)
             return done
         time.sleep(0.2)

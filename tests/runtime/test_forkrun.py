@@ -1,0 +1,88 @@
+"""The ranks' launcher (kubeinfer_runtime.forkrun) against torchrun itself, on the same script.
+
+On a machine without a GPU its ranks are forks of the launcher (torch already imported), and each must
+still see what a torchrun rank sees: the same torch environment, a working process group, default
+signal handlers, its own exit code honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rank_processes import RANK_NAME_PREFIX
+
+pytestmark = pytest.mark.runtime
+
+SCRIPT = '''
+import json, os, signal, sys
+forked = "torch" in sys.modules  # an exec'd rank has imported nothing yet
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo")
+total = torch.tensor([dist.get_rank() + 1])
+dist.all_reduce(total)
+torch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+             "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+             "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE")
+report = {"forked": forked, "name": open("/proc/self/comm").read().strip(),
+          "argv": [os.path.basename(sys.argv[0]), *sys.argv[2:]],
+          "main": __name__, "sum": int(total.item()), "threads": torch.get_num_threads(),
+          "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+          "env": {k: os.environ.get(k) for k in torch_env}}
+out = sys.argv[1]
+with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
+    json.dump(report, f)
+rank = dist.get_rank()
+dist.destroy_process_group()
+sys.exit(int(sys.argv[2]) if rank == 1 else 0)
+'''
+
+
+Run = subprocess.CompletedProcess[str]
+
+
+def launch(launcher: str, tmp: Path, exit_code: int = 0) -> tuple[Run, list[dict[str, Any]]]:
+    script = tmp / "probe.py"
+    script.write_text(SCRIPT)
+    out = tmp / launcher.rsplit(".", 1)[-1]
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-u", "-m", launcher, "--standalone", "--nproc-per-node", "2",
+                           "--max-restarts", "0", str(script), str(out), str(exit_code)],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    reports = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
+    return proc, reports
+
+
+def comparable(env: dict[str, str | None]) -> dict[str, str | None]:
+    """The torch variables whose values do not depend on the run (the port and run id are fresh each time)."""
+    return {k: v for k, v in env.items() if k not in ("MASTER_PORT", "TORCHELASTIC_RUN_ID")}
+
+
+def test_forked_ranks_see_what_torchrun_ranks_see(tmp_path: Path) -> None:
+    ours, forked = launch("kubeinfer_runtime.forkrun", tmp_path)
+    theirs, execd = launch("torch.distributed.run", tmp_path)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    assert theirs.returncode == 0, theirs.stderr[-3000:]
+    assert [r["forked"] for r in forked] == [True, True], "the ranks were not forked from the launcher"
+    assert [r["forked"] for r in execd] == [False, False]
+    assert [r["name"] for r in forked] == [f"{RANK_NAME_PREFIX}0", f"{RANK_NAME_PREFIX}1"]
+    for mine, reference in zip(forked, execd, strict=True):
+        assert comparable(mine["env"]) == comparable(reference["env"])
+        assert mine["env"]["MASTER_PORT"] and mine["env"]["TORCHELASTIC_RUN_ID"]
+        for key in ("argv", "main", "sum", "threads", "sigterm_default"):
+            assert mine[key] == reference[key], key
+    assert forked[0]["sum"] == 3 and forked[0]["main"] == "__main__" and forked[0]["sigterm_default"]
+
+
+def test_a_rank_that_exits_non_zero_fails_the_launch(tmp_path: Path) -> None:
+    ours, reports = launch("kubeinfer_runtime.forkrun", tmp_path, exit_code=3)
+    assert len(reports) == 2, ours.stderr[-3000:]
+    assert ours.returncode != 0, "rank 1 exited 3, yet the launcher reported success"
+    assert "exitcode: 3" in ours.stderr, ours.stderr[-3000:]
