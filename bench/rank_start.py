@@ -56,7 +56,8 @@ def run_once(launcher: str, job: Path, nproc: int, out: Path, work: Path) -> dic
     subprocess.run(argv, env=env, check=True, capture_output=True)
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wall_seconds": wall, "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_seconds": wall, "cpu_seconds": cpu}
 
 
 def images(out: Path) -> dict[str, bytes]:
