@@ -51,6 +51,9 @@ def run_as_main(target: str, is_module: bool, argv: list[str]) -> None:
     except SystemExit as done:  # the agent counts a rank as done when the function returns
         if done.code not in (None, 0):
             raise
+    # A finished rank now waits in torch's wrapper until every rank is done, where an exec'd one would be
+    # gone: when another rank fails, the agent's SIGTERM must end it, not a handler the target installed.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @record  # type: ignore[untyped-decorator]  # torchrun's main has it: the first failure, summarised

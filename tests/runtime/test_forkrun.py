@@ -20,7 +20,7 @@ from rank_processes import RANK_NAME_PREFIX
 pytestmark = pytest.mark.runtime
 
 SCRIPT = '''
-import json, os, signal, sys
+import json, os, signal, sys, time
 forked = "torch" in sys.modules  # an exec'd rank has imported nothing yet
 import torch
 import torch.distributed as dist
@@ -30,7 +30,7 @@ dist.all_reduce(total)
 torch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
              "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
              "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE")
-report = {"forked": forked, "name": open("/proc/self/comm").read().strip(),
+report = {"pid": os.getpid(), "forked": forked, "name": open("/proc/self/comm").read().strip(),
           "argv": [os.path.basename(sys.argv[0]), *sys.argv[2:]],
           "main": __name__, "sum": int(total.item()), "threads": torch.get_num_threads(),
           "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
@@ -38,9 +38,18 @@ report = {"forked": forked, "name": open("/proc/self/comm").read().strip(),
 out = sys.argv[1]
 with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
     json.dump(report, f)
-rank = dist.get_rank()
+dist.barrier()  # every report is written
+rank, code = dist.get_rank(), int(sys.argv[2])
 dist.destroy_process_group()
-sys.exit(int(sys.argv[2]) if rank == 1 else 0)
+if code and rank == 0:  # finishes first, with a handler that ignores SIGTERM (as a draining rank's does)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+if code and rank == 1:  # fails once rank 0 has finished: its SIGTERM is no longer caught (SigCgt bit 15)
+    status = f"/proc/{json.load(open(os.path.join(out, 'rank0.json')))['pid']}/status"
+    deadline = time.monotonic() + 20  # bounded: a rank that never stops catching it fails the test below
+    while time.monotonic() < deadline and os.path.exists(status) and int(next(
+            line.split()[1] for line in open(status) if line.startswith("SigCgt:")), 16) & (1 << 14):
+        time.sleep(0.05)
+    sys.exit(code)
 '''
 
 
@@ -81,8 +90,12 @@ def test_forked_ranks_see_what_torchrun_ranks_see(tmp_path: Path) -> None:
     assert forked[0]["sum"] == 3 and forked[0]["main"] == "__main__" and forked[0]["sigterm_default"]
 
 
-def test_a_rank_that_exits_non_zero_fails_the_launch(tmp_path: Path) -> None:
+def test_a_rank_that_exits_non_zero_fails_the_launch_and_ends_the_finished_ranks(tmp_path: Path) -> None:
+    """Rank 0 finishes (a fork then waits in torch's wrapper for the others) holding a SIGTERM handler that
+    ignores the signal; rank 1 then fails. The agent's SIGTERM must end rank 0 at once, as an exec'd rank
+    would already be gone, not after torch's 30-second shutdown timeout and a SIGKILL."""
     ours, reports = launch("kubeinfer_runtime.forkrun", tmp_path, exit_code=3)
     assert len(reports) == 2, ours.stderr[-3000:]
     assert ours.returncode != 0, "rank 1 exited 3, yet the launcher reported success"
     assert "exitcode: 3" in ours.stderr, ours.stderr[-3000:]
+    assert "Unable to shutdown process" not in ours.stderr, "the finished rank ignored the agent's SIGTERM"
