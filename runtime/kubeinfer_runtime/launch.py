@@ -8,12 +8,17 @@ forked from it instead of exec'd (each saves a torch import). In a pod it takes 
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from types import FrameType
+
+log = logging.getLogger(__name__)
 
 #: Where ranks leave their error messages for the launcher (see rank.record_error).
 RUN_DIR_ENV = "KUBEINFER_RUN_DIR"
@@ -35,19 +40,77 @@ def make_run_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="kubeinfer-run-"))
 
 
-def run_ranks(argv: list[str], env: dict[str, str], run_dir: Path) -> int:
-    """Run torchrun to the end, forwarding SIGTERM/SIGINT so the ranks stop with the pod."""
+#: Once the pod is told to stop, a launcher with no ranks left has nothing to drain: it is in torch's
+#: rendezvous or exit barrier, blocked in the store's C++ wait where its SIGTERM handler cannot run (up to
+#: 300 s, past the pod's grace period). It gets this long to exit on its own, then is killed.
+LAUNCHER_GRACE_S = 5.0
+
+
+class _Stopped(Exception):
+    """Raised from the signal handler to leave `Popen.wait` and watch the stopping launcher."""
+
+
+def run_ranks(argv: list[str], env: dict[str, str], run_dir: Path, stopped: threading.Event | None = None) -> int:
+    """Run the launcher to the end, forwarding SIGTERM/SIGINT so the ranks stop with the pod; `stopped` is set
+    when such a signal came."""
     proc = subprocess.Popen(argv, env={**QUIET, **env, RUN_DIR_ENV: str(run_dir)})
+    stop = stopped if stopped is not None else threading.Event()
+    waiting = threading.Event()  # raise only inside the plain wait below, never from the cleanup
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         proc.send_signal(signum)
+        stop.set()
+        if waiting.is_set():
+            waiting.clear()
+            raise _Stopped
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {}
     try:
-        return proc.wait()
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, forward)
+            waiting.set()
+            code = proc.wait()
+            waiting.clear()
+        except _Stopped:
+            code = wait_stopping(proc)
+        return code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def wait_stopping(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for a launcher told to stop; kill it once it has had no ranks for LAUNCHER_GRACE_S (its exit code
+    is then 0: its ranks succeeded or never started; a failed group ends the launcher by itself)."""
+    idle_since: float | None = None
+    while True:
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        if child_pids(proc.pid):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > LAUNCHER_GRACE_S:
+            log.info("the launcher has had no ranks for %.0f s since the stop signal: ending it", LAUNCHER_GRACE_S)
+            proc.kill()
+            proc.wait()
+            return 0
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc: the runtime has no psutil)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def first_error(run_dir: Path) -> str | None:

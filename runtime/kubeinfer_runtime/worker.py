@@ -78,6 +78,10 @@ def master() -> tuple[str, int, int]:
     return addr, port, node_rank
 
 
+#: Set when the pod was told to stop (SIGTERM/SIGINT) while its ranks ran: it exits instead of idling.
+stop_requested = threading.Event()
+
+
 def run_worker() -> int:
     mark_container_start()
     job = load_job_config()
@@ -101,7 +105,7 @@ def run_worker() -> int:
     if job.spec.strategy.elastic:  # this pod's processes alone: peers come and go, nobody waits for a gang
         argv = torchrun_argv(nproc=job.plan.processes_per_node, standalone=True)
         env = {k: v for k, v in env.items() if not k.startswith("PET_")} | {"KUBEINFER_NODE_RANK": str(node_rank)}
-    code = run_ranks(argv, env, run_dir)
+    code = run_ranks(argv, env, run_dir, stop_requested)
     if code != 0:
         message = first_error(run_dir) or f"torchrun exited with {code}; see the worker log"
         log.error("worker failed: %s", message)
@@ -122,7 +126,8 @@ def main() -> None:
         log.error("worker failed: %s", message)
         write_termination_message(message)
         sys.exit(1)
-    if code == 0 and os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("KUBEINFER_EXIT_WHEN_DONE") != "1":
+    in_pod = os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("KUBEINFER_EXIT_WHEN_DONE") != "1"
+    if code == 0 and in_pod and not stop_requested.is_set():  # a SIGTERM that came during the run is not repeated
         idle()
     sys.exit(code)
 

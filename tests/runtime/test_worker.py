@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ import psutil
 import pytest
 from run_harness import PARAMS
 from strategy_harness import REPO, free_port, job_json
+
+from kubeinfer_runtime.rank import HOLD_ENV
 
 pytestmark = pytest.mark.runtime
 
@@ -129,3 +132,34 @@ def test_metrics_endpoint_sums_the_ranks(flux_dir: Path, tmp_path: Path) -> None
         worker.terminate()
         worker.communicate(timeout=60)
     assert worker.returncode == 0, "SIGTERM while idle is a clean exit"
+
+
+def test_a_pod_stopped_after_its_ranks_finished_exits_instead_of_idling(flux_dir: Path, tmp_path: Path) -> None:
+    """Node 1's rank is done and its launcher waits in torch's exit barrier for node 0's (held) rank when the
+    pod gets its one SIGTERM (deleted: the job failed or was suspended). The barrier's C++ wait keeps the
+    launcher's handler from running for up to 300 s, and a launcher that then exits 0 used to leave the
+    worker idling for a SIGTERM already spent: either way the pod lasted until the grace period's SIGKILL."""
+    out = tmp_path / "out"
+    spec = {"model": {"uri": str(flux_dir), "dtype": "float32"},
+            "task": {"type": "text-to-image", "parameters": PARAMS}, "inputs": {"prompts": ["one", "two"]},
+            "workers": {"nodes": 2}, "output": {"uri": str(out)}}
+    job, port = job_json(spec, tmp_path / "job.json"), free_port()
+    in_pod = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", HOLD_ENV: "0:1"}  # rank 0 holds after its one item
+    node0 = start({**worker_env(job, 0, port, tmp_path), **in_pod})
+    node1 = start({**worker_env(job, 1, port, tmp_path), **in_pod})
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "items").is_dir() or len(list((out / "items").iterdir())) < 2 or any(
+                p.children() for p in psutil.Process(node1.pid).children()):  # node 1's rank has not ended yet
+            assert node1.poll() is None and time.monotonic() < deadline, node1.communicate()[0]
+            time.sleep(0.2)
+        node1.terminate()
+        log = node1.communicate(timeout=120)[0]
+        assert node1.returncode == 0, log
+    finally:
+        for node in (node0, node1):
+            if node.poll() is None:
+                for process in [*psutil.Process(node.pid).children(recursive=True), psutil.Process(node.pid)]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.kill()
+            node.communicate()
