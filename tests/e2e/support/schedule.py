@@ -4,7 +4,9 @@ the collection order is the run's schedule (tests/conftest.py applies it, with x
 A `serial` test has the shared cluster alone (shared.access): an e2e test queued on another worker meanwhile
 only waits, and so the CPUs idled (383 idle CPU-seconds in an 18-minute run on 2 cores). So the serial tests
 are one unit, queued first, while the other workers build the images and run the runtime tests, which do not
-use the shared cluster; then the e2e tests, groups (the longest units) first; the quick unit tests last.
+use the shared cluster; then the e2e tests: groups (the longest units) first, then the tests marked `long`
+(a minute of waiting on killed, evicted and replaced pods: a run that ends on one of them ends on one worker
+while the others idle), then the other e2e tests; the quick unit tests last.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def queue_order(items: list[pytest.Item]) -> list[pytest.Item]:
         if path.startswith("tests/runtime/"):
             return 2
         if path.startswith("tests/e2e/"):
-            return 3 if group else 4
-        return 5
+            return 3 if group else 4 if item.get_closest_marker("long") is not None else 5
+        return 6
 
     return sorted(items, key=rank)
