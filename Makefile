@@ -15,15 +15,9 @@ help:  ## list targets
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set, or a pod's uid unable to write into the venv, every
 # process would compile torch, transformers and diffusers from source again (a Flux rank's imports 10 s, not 5).
-# Without an NVIDIA device, triton (CUDA kernels only; CPU torch.compile does not use it) is left out: diffusers
-# imports torch._dynamo, which loads triton when present, 0.45 CPU-s in every rank the tests start.
-GPU_LESS := $(if $(wildcard /dev/nvidiactl),,1)
-$(VENV)/.stamp: pyproject.toml hack/gpu-only-packages.txt
-	@command -v uv >/dev/null || python3 -m pip install -q uv
-	uv venv -q --allow-existing -p python3.11 $(VENV)
-	uv pip install -q --compile-bytecode --python $(PY) $(if $(GPU_LESS),--excludes hack/gpu-only-packages.txt) \
-		-e '.[operator,runtime,dev]'
-	$(if $(GPU_LESS),uv pip uninstall -q --python $(PY) -r hack/gpu-only-packages.txt)
+# hack/venv.sh hard-links a compiled template from the cache and leaves triton out where there is no GPU.
+$(VENV)/.stamp: pyproject.toml hack/gpu-only-packages.txt hack/venv.sh
+	bash hack/venv.sh
 	@touch $@
 
 venv: $(VENV)/.stamp  ## create .venv (cached wheels, hard-linked)

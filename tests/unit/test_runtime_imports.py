@@ -29,7 +29,7 @@ def test_strategy_for_still_finds_every_strategy() -> None:
 
 
 def test_ranks_load_triton_only_where_an_nvidia_device_is() -> None:
-    """The Makefile leaves triton out of a GPU-less venv (hack/gpu-only-packages.txt): a rank's diffusers import
+    """hack/venv.sh leaves triton out of a GPU-less venv (hack/gpu-only-packages.txt): a rank's diffusers import
     would load it through torch._dynamo, 0.45 CPU-s in each of the hundreds of ranks `make test` starts. With a
     device, CUDA torch.compile needs it."""
     code = "import sys, diffusers.utils.torch_utils; print('triton' in sys.modules)"
