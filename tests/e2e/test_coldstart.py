@@ -80,7 +80,7 @@ def startup(cluster: Cluster, name: str, namespace: str) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=75)
 def test_fan_out_reads_the_model_once_and_the_cache_makes_it_zero(
         operator: Cluster, job_namespace: str, tiny_models: dict[str, Path]) -> None:
     cache_dir = CACHE_HOST_DIR / f"model-cache-{uuid.uuid4().hex[:8]}"  # allowed by the job-author policy

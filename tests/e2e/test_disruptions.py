@@ -40,7 +40,7 @@ def assert_nothing_lost_or_redone(cluster: Cluster, namespace: str, manifest: Ma
     assert max(attempts) > min(a for a, _, _ in before.values()), "no later attempt ran"
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=60)
 def test_suspend_mid_job_then_resume(operator: Cluster, job_namespace: str, tiny_models: Any,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = fault_job("pause", job_namespace)
@@ -57,7 +57,7 @@ def test_suspend_mid_job_then_resume(operator: Cluster, job_namespace: str, tiny
     assert_nothing_lost_or_redone(operator, job_namespace, manifest, before)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=70)
 def test_evicted_worker_restarts_as_preempted_without_counting(operator: Cluster, job_namespace: str,
                                                                tiny_models: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:

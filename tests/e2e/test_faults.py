@@ -74,7 +74,7 @@ def worker(name: str, ordinal: int) -> str:
     return f"{naming.workers(name)}-{ordinal}"
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=65)
 def test_worker_process_killed_mid_job(operator: Cluster, job_namespace: str, check_run: Any) -> None:
     manifest = fault_job("killed", job_namespace)
     name, _ = started(operator, job_namespace, manifest)
@@ -86,7 +86,7 @@ def test_worker_process_killed_mid_job(operator: Cluster, job_namespace: str, ch
     assert_resumed(check_run(manifest), FAULT_AT)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=65)
 def test_worker_pod_deleted_mid_job(operator: Cluster, job_namespace: str, check_run: Any) -> None:
     manifest = fault_job("deleted", job_namespace)
     name, _ = started(operator, job_namespace, manifest)
@@ -96,7 +96,7 @@ def test_worker_pod_deleted_mid_job(operator: Cluster, job_namespace: str, check
     assert_resumed(check_run(manifest), FAULT_AT)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=45)
 def test_elastic_worker_pod_deleted_mid_job_is_replaced_alone(operator: Cluster, job_namespace: str,
                                                               check_run: Any) -> None:
     """strategy.elastic: deleting one of three worker pods replaces that pod only; the other two keep their pods
@@ -125,7 +125,7 @@ def spare_node(operator: Cluster) -> Iterator[str]:
     operator.backend.restore_node(node)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=80)
 def test_node_lost_mid_job(operator: Cluster, job_namespace: str, check_run: Any, spare_node: str) -> None:
     manifest = fault_job("nodelost", job_namespace)
     workers = manifest["spec"]["workers"]
@@ -245,7 +245,7 @@ def test_max_restarts_exhausted_fails_with_the_first_failure(operator: Cluster, 
     _assert_workers_gone(operator, job_namespace, name)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=50)
 def test_suspend_and_resume(operator: Cluster, job_namespace: str, check_run: Any) -> None:
     manifest = fault_job("suspended", job_namespace)
     name, _ = started(operator, job_namespace, manifest)

@@ -12,7 +12,9 @@ MARKED = "import pytest\npytestmark = [{}]\n"
 TREE = {
     "tests/unit/test_sched_u.py": "def test_u(): pass\n",
     "tests/e2e/test_sched_plain.py": "import pytest\ndef test_a(): pass\n"
-                                     "@pytest.mark.serial\ndef test_outage(): pass\n",
+                                     "@pytest.mark.serial\ndef test_outage(): pass\n"
+                                     "@pytest.mark.long(seconds=40)\ndef test_long40(): pass\n"
+                                     "@pytest.mark.long(seconds=80)\ndef test_long80(): pass\n",
     "tests/e2e/test_sched_grouped.py": MARKED.format("pytest.mark.xdist_group('g')") + "def test_g(): pass\n",
     "tests/e2e/test_sched_chart.py": MARKED.format("pytest.mark.serial, pytest.mark.xdist_group('chart')")
                                      + "def test_c1(): pass\ndef test_c2(): pass\n",
@@ -22,8 +24,9 @@ TREE = {
 }
 
 
-def test_serial_tests_are_one_unit_first_then_images_runtime_e2e_groups_e2e_unit(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nmarkers =\n    serial: x\n    images: x\n")
+def test_serial_tests_are_one_unit_first_then_images_runtime_e2e_groups_long_e2e_unit(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nmarkers =\n    serial: x\n    images: x\n    long: x\n")
     for path, source in TREE.items():
         pytester.path.joinpath(path).parent.mkdir(parents=True, exist_ok=True)
         pytester.path.joinpath(path).write_text(source)
@@ -32,6 +35,6 @@ def test_serial_tests_are_one_unit_first_then_images_runtime_e2e_groups_e2e_unit
     ordered = queue_order(items)
     assert [item.nodeid.split("::")[1] for item in ordered] == [
         "test_c1", "test_c2", "test_outage",  # serial, whatever their own group: one unit
-        "test_i", "test_r", "test_g", "test_a", "test_u"]
+        "test_i", "test_r", "test_g", "test_long80", "test_long40", "test_a", "test_u"]  # long: longest first
     assert {group_of(item) for item in ordered[:3]} == {SERIAL_GROUP}
-    assert [group_of(item) for item in ordered[3:]] == ["images", None, "g", None, None]
+    assert [group_of(item) for item in ordered[3:]] == ["images", None, "g", None, None, None, None]

@@ -6,7 +6,8 @@ only waits, and so the CPUs idled (383 idle CPU-seconds in an 18-minute run on 2
 are one unit, queued first, while the other workers build the images and run the runtime tests, which do not
 use the shared cluster; then the e2e tests: groups (the longest units) first, then the tests marked `long`
 (a minute of waiting on killed, evicted and replaced pods: a run that ends on one of them ends on one worker
-while the others idle), then the other e2e tests; the quick unit tests last.
+while the others idle), longest first by the seconds the mark gives, then the other e2e tests; the quick unit
+tests last.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def group_of(item: pytest.Item) -> str | None:
 
 
 def queue_order(items: list[pytest.Item]) -> list[pytest.Item]:
-    """`items` in schedule order (see the module docstring); collection order within each rank."""
+    """`items` in schedule order (see the module docstring); collection order within each rank and length."""
 
     def rank(item: pytest.Item) -> int:
         group, path = group_of(item), item.nodeid
@@ -43,4 +44,8 @@ def queue_order(items: list[pytest.Item]) -> list[pytest.Item]:
             return 3 if group else 4 if item.get_closest_marker("long") is not None else 5
         return 6
 
-    return sorted(items, key=rank)
+    def seconds(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("long")
+        return float(mark.kwargs.get("seconds", 0)) if mark is not None else 0.0
+
+    return sorted(items, key=lambda item: (rank(item), -seconds(item)))
