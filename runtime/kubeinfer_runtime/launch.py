@@ -89,7 +89,7 @@ def wait_stopping(proc: subprocess.Popen[bytes]) -> int:
             return proc.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             pass
-        if child_pids(proc.pid):
+        if has_children(proc.pid):
             idle_since = None
         elif idle_since is None:
             idle_since = time.monotonic()
@@ -100,17 +100,15 @@ def wait_stopping(proc: subprocess.Popen[bytes]) -> int:
             return 0
 
 
-def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (from /proc: the runtime has no psutil)."""
-    children = []
+def has_children(pid: int) -> bool:
+    """Whether any process has `pid` as its parent (from /proc: the runtime has no psutil)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                return True
         except (OSError, IndexError):
             continue  # exited while we looked
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
+    return False
 
 
 def first_error(run_dir: Path) -> str | None:

@@ -43,7 +43,7 @@ rank, code = dist.get_rank(), int(sys.argv[2])
 dist.destroy_process_group()
 if code and rank == 0:  # finishes first, with a handler that ignores SIGTERM (as a draining rank's does)
     signal.signal(signal.SIGTERM, lambda *_: None)
-if code and rank == 1:  # fails once rank 0 has finished: its SIGTERM is no longer caught (SigCgt bit 15)
+if code and rank == 1:  # fails once rank 0 has finished: its SIGTERM (15: bit 14 of SigCgt) is no longer caught
     status = f"/proc/{json.load(open(os.path.join(out, 'rank0.json')))['pid']}/status"
     deadline = time.monotonic() + 20  # bounded: a rank that never stops catching it fails the test below
     while time.monotonic() < deadline and os.path.exists(status) and int(next(
