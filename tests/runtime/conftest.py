@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from flux_reference import shared_reference
 from strategy_harness import Launcher, launch
 
 from kubeinfer_runtime.tinymodels import cached as tiny_model
@@ -14,6 +17,13 @@ from kubeinfer_runtime.tinymodels import cached as tiny_model
 @pytest.fixture(scope="session")
 def flux_dir() -> Path:
     return tiny_model("flux")
+
+
+@pytest.fixture(scope="session")
+def flux_reference(flux_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, np.ndarray]:
+    """Plain diffusers' images of make_items(3) on the tiny Flux (flux_reference.py): one render per run."""
+    base = tmp_path_factory.getbasetemp()
+    return shared_reference(flux_dir, base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from flux_reference import IMAGE_PARAMS
 from strategy_harness import Launcher, make_items, merged, run_inline
 
 pytestmark = pytest.mark.runtime
-
-IMAGE_PARAMS = {"num_inference_steps": 2, "height": 32, "width": 32, "max_sequence_length": 16}
 
 
 def flux_spec(**strategy: Any) -> dict[str, Any]:

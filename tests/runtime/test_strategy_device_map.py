@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from flux_reference import FLOAT_IMAGES, IMAGE_PARAMS
 from strategy_harness import Launcher, make_items, merged, run_inline
-from test_strategy_context import FLOAT_IMAGES, IMAGE_PARAMS, reference
 
 from kubeinfer_runtime.strategies.device_map import parse_max_memory
 
@@ -22,13 +22,13 @@ def dm_spec(nodes: int = 2, **device_map: Any) -> dict[str, Any]:
             "strategy": {"type": "deviceMap", "deviceMap": device_map}, "workers": {"nodes": nodes}}
 
 
-def test_staged_pods_equal_plain_pipeline(flux_dir: Path, run_strategy: Launcher) -> None:
+def test_staged_pods_equal_plain_pipeline(flux_dir: Path, run_strategy: Launcher,
+                                          flux_reference: dict[int, np.ndarray]) -> None:
     items = make_items(3)
     spec = dm_spec(placement="balanced", maxMemory={"0": "1GiB", "cpu": "4GiB"})
     spec["strategy"]["batchSize"] = 1
     reports = run_strategy(spec, flux_dir, {"three": items, "one": make_items(1), "empty": []}, env=FLOAT_IMAGES)
-    want = reference(flux_dir, items)
-    for case, expected in (("three", want), ("one", {0: want[0]})):
+    for case, expected in (("three", flux_reference), ("one", {0: flux_reference[0]})):
         got = merged(reports, case)
         assert sorted(got) == sorted(expected)
         for index, (output, error) in got.items():
@@ -38,13 +38,13 @@ def test_staged_pods_equal_plain_pipeline(flux_dir: Path, run_strategy: Launcher
     assert [len(r["cases"]["three"]) for r in reports] == [2, 1], "pods are data-parallel replicas"
 
 
-def test_unstaged_equals_plain_pipeline(flux_dir: Path) -> None:
+def test_unstaged_equals_plain_pipeline(flux_dir: Path, flux_reference: dict[int, np.ndarray]) -> None:
     items = make_items(2)
     results = run_inline(dm_spec(nodes=1, stagedLoading=False), flux_dir, items)
-    want = reference(flux_dir, items)
     for result in results:
         assert result.error is None, result.error
-        assert np.array_equal(np.asarray(result.output), (want[result.item.index] * 255).round().astype("uint8"))
+        want = (flux_reference[result.item.index] * 255).round().astype("uint8")
+        assert np.array_equal(np.asarray(result.output), want)
 
 
 def test_text_generation_with_device_map(gpt2_dir: Path) -> None:
