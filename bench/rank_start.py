@@ -1,9 +1,10 @@
-"""Rank start on CPU: torchrun (each rank a new interpreter) vs kubeinfer's launcher (ranks forked from it).
+"""Rank start on CPU: torchrun (each rank a new interpreter) vs kubeinfer's launcher (ranks forked from it),
+without and with the task's libraries preloaded in the launcher (KUBEINFER_PRELOAD, as the worker sets it).
 
-The same tiny Flux job (the rank module, its job.json, 4 prompts) is started both ways with 1 and 2
-processes, alternated (A B A B) in this one invocation. Reported per variant: wall seconds and CPU
-seconds of the whole process tree (launcher and ranks), and the ratio forkrun / torchrun. Both produce
-the same images (checked each round).
+The same tiny Flux job (the rank module, its job.json, 4 prompts) is started each way with 1 and 2
+processes, alternated (A B C A B C) in this one invocation. Reported per variant: wall seconds and CPU
+seconds of the whole process tree (launcher and ranks), and its ratio to torchrun. All produce the same
+images (checked each round).
 
 Writes bench/results/rank_start.json and bench/results/rank_start.md. Not a test: figures, not assertions.
 
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-LAUNCHERS = {"torchrun": "torch.distributed.run", "forkrun": "kubeinfer_runtime.forkrun"}
+#: variant -> (launcher module, whether the launcher preloads the task's libraries)
+VARIANTS = {"torchrun": ("torch.distributed.run", False), "forkrun": ("kubeinfer_runtime.forkrun", False),
+            "forkrun + preload": ("kubeinfer_runtime.forkrun", True)}
 PARAMS = {"num_inference_steps": 2, "height": 32, "width": 32, "max_sequence_length": 16}
 
 
@@ -43,12 +46,15 @@ def job_file(model: str, nproc: int, out: Path, work: Path) -> Path:
     return path
 
 
-def run_once(launcher: str, job: Path, nproc: int, out: Path, work: Path) -> dict[str, float]:
+def run_once(launcher: str, preload: bool, job: Path, nproc: int, out: Path, work: Path) -> dict[str, float]:
     """Wall and CPU seconds of one launch, launcher and ranks together."""
+    from kubeinfer_runtime.launch import PRELOAD_ENV, QUIET, preload_env
+
     shutil.rmtree(out, ignore_errors=True)
     run_dir = Path(tempfile.mkdtemp(dir=work))
-    env = os.environ | {"KUBEINFER_JOB_FILE": str(job), "KUBEINFER_ATTEMPT": "0", "KUBEINFER_PROGRESS": "off",
-                        "KUBEINFER_RUN_DIR": str(run_dir), "OMP_NUM_THREADS": "1"}
+    env = os.environ | QUIET | {"KUBEINFER_JOB_FILE": str(job), "KUBEINFER_ATTEMPT": "0", "KUBEINFER_PROGRESS": "off",
+                                "KUBEINFER_RUN_DIR": str(run_dir), "OMP_NUM_THREADS": "1"}
+    env |= preload_env("text-to-image") if preload else {PRELOAD_ENV: ""}
     argv = [sys.executable, "-u", "-m", launcher, "--max-restarts", "0", "--standalone", "--nnodes", "1",
             "--nproc-per-node", str(nproc), "-m", "kubeinfer_runtime.rank"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -76,28 +82,31 @@ def main() -> None:
     for nproc in (1, 2):
         for _ in range(args.rounds):
             outputs = []
-            for name, launcher in LAUNCHERS.items():
+            for name, (launcher, preload) in VARIANTS.items():
                 out = work / "out"
                 job = job_file(model, nproc, out, work)
-                runs.setdefault(nproc, {}).setdefault(name, []).append(run_once(launcher, job, nproc, out, work))
+                run = run_once(launcher, preload, job, nproc, out, work)
+                runs.setdefault(nproc, {}).setdefault(name, []).append(run)
                 outputs.append(images(out))
-            assert outputs[0] == outputs[1] and len(outputs[0]) == 4, "the two launchers' images differ"
+            assert len(outputs[0]) == 4 and all(o == outputs[0] for o in outputs), "the variants' images differ"
     shutil.rmtree(work, ignore_errors=True)
 
     cores = os.cpu_count() or 1
     summary: dict[str, Any] = {"cores": cores, "rounds": args.rounds, "processes": {}}
-    lines = ["# Rank start: torchrun vs kubeinfer's launcher (forked ranks)", "",
+    lines = ["# Rank start: torchrun vs kubeinfer's launcher (forked ranks, then the task's libraries preloaded)", "",
              f"`python bench/rank_start.py --rounds {args.rounds}` on {cores} cores; the rank module on a tiny "
              "Flux job of 4 prompts, launcher and ranks together, medians.", "",
              "| processes | launcher | wall s | CPU s |", "|---|---|---|---|"]
     for nproc, variants in runs.items():
         medians = {name: {k: statistics.median(r[k] for r in rs) for k in ("wall_seconds", "cpu_seconds")}
                    for name, rs in variants.items()}
-        ratios = {k: medians["forkrun"][k] / medians["torchrun"][k] for k in ("wall_seconds", "cpu_seconds")}
-        summary["processes"][nproc] = {"medians": medians, "forkrun_over_torchrun": ratios, "runs": variants}
+        ratios = {name: {k: m[k] / medians["torchrun"][k] for k in ("wall_seconds", "cpu_seconds")}
+                  for name, m in medians.items() if name != "torchrun"}
+        summary["processes"][nproc] = {"medians": medians, "over_torchrun": ratios, "runs": variants}
         lines += [f"| {nproc} | {name} | {m['wall_seconds']:.1f} | {m['cpu_seconds']:.1f} |"
                   for name, m in medians.items()]
-        lines += [f"| {nproc} | forkrun / torchrun | {ratios['wall_seconds']:.2f} | {ratios['cpu_seconds']:.2f} |"]
+        lines += [f"| {nproc} | {name} / torchrun | {r['wall_seconds']:.2f} | {r['cpu_seconds']:.2f} |"
+                  for name, r in ratios.items()]
     results = REPO / "bench" / "results"
     (results / "rank_start.json").write_text(json.dumps(summary, indent=1) + "\n")
     (results / "rank_start.md").write_text("\n".join(lines) + "\n")

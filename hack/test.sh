@@ -2,12 +2,12 @@
 # `make test`: lint beside the whole pytest suite, which runs on several xdist workers sharing one
 # local cluster (tests/e2e/support/shared.py). Both must pass.
 #
-#   KUBEINFER_TEST_WORKERS  pytest-xdist workers (default 4: on 2 cores most e2e time is waiting on pods;
+#   KUBEINFER_TEST_WORKERS  pytest-xdist workers (default 5: on 2 cores most e2e time is waiting on pods;
 #                           0 runs pytest in one process)
 #   extra arguments go to pytest (e.g. `hack/test.sh -k faults`)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-workers="${KUBEINFER_TEST_WORKERS:-4}"
+workers="${KUBEINFER_TEST_WORKERS:-5}"
 # torch.compile tests reuse inductor's compiled kernels across runs (the clone is fresh, the cache is not).
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-${KUBEINFER_CACHE:-${HOME}/.cache/kubeinfer}/inductor}"
 # One CPU thread per test process (torch's default is one per core): several workers share the cores, and

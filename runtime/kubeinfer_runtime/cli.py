@@ -59,13 +59,14 @@ def local_job(manifest: dict[str, Any], nproc: int | None, output: str | None) -
 
 def run_local(job: JobConfig) -> int:
     """torchrun --standalone with the job's process count; prints where the outputs are."""
-    from kubeinfer_runtime.launch import first_error, make_run_dir, run_ranks, torchrun_argv
+    from kubeinfer_runtime.launch import first_error, make_run_dir, preload_env, run_ranks, torchrun_argv
 
     run_dir = make_run_dir()
     (run_dir / "job.json").write_text(job.to_json())
     env = {k: v for k, v in os.environ.items() if k not in CLUSTER_ENV}
     env.update({"KUBEINFER_JOB_FILE": str(run_dir / "job.json"), "KUBEINFER_ATTEMPT": "0"})
     env.setdefault("KUBEINFER_PROGRESS", "off")
+    env = preload_env(job.spec.task.type) | env
     nproc = job.plan.processes_per_node
     if nproc > 1:  # torchrun's own default, without its banner; results do not depend on it
         env.setdefault("OMP_NUM_THREADS", "1")

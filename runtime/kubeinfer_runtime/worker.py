@@ -21,7 +21,7 @@ from kubeinfer_api.progress import Progress
 from kubeinfer_api.status import OutputStatus
 from kubeinfer_runtime import metrics
 from kubeinfer_runtime.inputs import load_items
-from kubeinfer_runtime.launch import first_error, make_run_dir, run_ranks, torchrun_argv
+from kubeinfer_runtime.launch import first_error, make_run_dir, preload_env, run_ranks, torchrun_argv
 from kubeinfer_runtime.ledger import MANIFEST, Ledger, fingerprint
 from kubeinfer_runtime.modelstore import prefetch_for_pod
 from kubeinfer_runtime.progress import configmap_sink
@@ -101,7 +101,7 @@ def run_worker() -> int:
     atexit.register(metrics.cleanup, metrics.prepare_multiprocess_dir())
     metrics.serve(metrics.port_from_env(metrics.DEFAULT_PORT))
     run_dir = make_run_dir()
-    argv, env = torchrun_argv(), dict(os.environ)
+    argv, env = torchrun_argv(), preload_env(job.spec.task.type) | dict(os.environ)
     if job.spec.strategy.elastic:  # this pod's processes alone: peers come and go, nobody waits for a gang
         argv = torchrun_argv(nproc=job.plan.processes_per_node, standalone=True)
         env = {k: v for k, v in env.items() if not k.startswith("PET_")} | {"KUBEINFER_NODE_RANK": str(node_rank)}

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubeinfer_api.jobconfig import make_job_config
+from kubeinfer_api.jobconfig import load_job_config, make_job_config
 from kubeinfer_api.validation import parse_spec
+from kubeinfer_runtime.launch import preload_env
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("strategy_worker.py")
@@ -48,11 +49,12 @@ def launch(spec: dict[str, Any], model_dir: Path, cases: dict[str, list[dict[str
     cases_file = tmp / "cases.json"
     cases_file.write_text(json.dumps(cases))
     path = os.pathsep.join(str(REPO / p) for p in ("api", "runtime", "tests"))
-    env = {**os.environ, **(env or {}), "PYTHONPATH": path,
+    job = job_json(spec, tmp / "job.json")
+    env = {**preload_env(load_job_config(job).spec.task.type), **os.environ, **(env or {}), "PYTHONPATH": path,
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-u", "-m", "kubeinfer_runtime.forkrun", "--nproc-per-node", str(nproc),
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(WORKER),
-           str(job_json(spec, tmp / "job.json")), str(model_dir), str(cases_file), str(tmp)]
+           str(job), str(model_dir), str(cases_file), str(tmp)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"the launcher exited {proc.returncode}:\n{proc.stderr[-4000:]}")

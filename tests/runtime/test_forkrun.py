@@ -7,6 +7,7 @@ signal handlers, its own exit code honoured.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,11 +18,16 @@ from typing import Any
 import pytest
 from rank_processes import RANK_NAME_PREFIX
 
+from kubeinfer_runtime.launch import PRELOAD_ENV, TASK_MODULES, preload_env
+
 pytestmark = pytest.mark.runtime
 
 SCRIPT = '''
-import json, os, signal, sys, time
+import gc, json, os, signal, sys, time
 forked = "torch" in sys.modules  # an exec'd rank has imported nothing yet
+frozen = gc.get_freeze_count()  # objects inherited from a launcher that froze them before forking
+library = sys.modules.get("probe_library")  # named in KUBEINFER_PRELOAD by one test
+library_from = None if library is None else "launcher" if library.IMPORTED_BY != os.getpid() else "rank"
 import torch
 import torch.distributed as dist
 dist.init_process_group("gloo")
@@ -33,7 +39,8 @@ torch_env = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK
 report = {"pid": os.getpid(), "forked": forked, "name": open("/proc/self/comm").read().strip(),
           "argv": [os.path.basename(sys.argv[0]), *sys.argv[2:]],
           "main": __name__, "sum": int(total.item()), "threads": torch.get_num_threads(),
-          "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+          "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "library_from": library_from,
+          "frozen": frozen,
           "env": {k: os.environ.get(k) for k in torch_env}}
 out = sys.argv[1]
 with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
@@ -56,13 +63,14 @@ if code and rank == 1:  # fails once rank 0 has finished: its SIGTERM (15: bit 1
 Run = subprocess.CompletedProcess[str]
 
 
-def launch(launcher: str, tmp: Path, exit_code: int = 0) -> tuple[Run, list[dict[str, Any]]]:
+def launch(launcher: str, tmp: Path, exit_code: int = 0, env: dict[str, str] | None = None,
+           nproc: int = 2) -> tuple[Run, list[dict[str, Any]]]:
     script = tmp / "probe.py"
     script.write_text(SCRIPT)
-    out = tmp / launcher.rsplit(".", 1)[-1]
+    out = tmp / f"{launcher.rsplit('.', 1)[-1]}-{nproc}"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-u", "-m", launcher, "--standalone", "--nproc-per-node", "2",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+    proc = subprocess.run([sys.executable, "-u", "-m", launcher, "--standalone", "--nproc-per-node", str(nproc),
                            "--max-restarts", "0", str(script), str(out), str(exit_code)],
                           env=env, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     reports = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
@@ -81,6 +89,7 @@ def test_forked_ranks_see_what_torchrun_ranks_see(tmp_path: Path) -> None:
     assert theirs.returncode == 0, theirs.stderr[-3000:]
     assert [r["forked"] for r in forked] == [True, True], "the ranks were not forked from the launcher"
     assert [r["forked"] for r in execd] == [False, False]
+    assert all(r["frozen"] > 10_000 for r in forked), "the launcher did not freeze its heap before forking"
     assert [r["name"] for r in forked] == [f"{RANK_NAME_PREFIX}0", f"{RANK_NAME_PREFIX}1"]
     for mine, reference in zip(forked, execd, strict=True):
         assert comparable(mine["env"]) == comparable(reference["env"])
@@ -99,3 +108,27 @@ def test_a_rank_that_exits_non_zero_fails_the_launch_and_ends_the_finished_ranks
     assert ours.returncode != 0, "rank 1 exited 3, yet the launcher reported success"
     assert "exitcode: 3" in ours.stderr, ours.stderr[-3000:]
     assert "Unable to shutdown process" not in ours.stderr, "the finished rank ignored the agent's SIGTERM"
+
+
+def test_the_ranks_inherit_the_modules_the_launcher_preloads(tmp_path: Path) -> None:
+    """KUBEINFER_PRELOAD (the worker names the task's libraries): each forked rank of a multi-rank launch starts
+    with them imported by the launcher; one that cannot be imported is left to the rank with a warning, and the
+    launch goes on. A single rank imports for itself (nothing to share)."""
+    (tmp_path / "probe_library.py").write_text("import os\nIMPORTED_BY = os.getpid()\n")
+    env = {PRELOAD_ENV: "probe_library, no_such_library",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    ours, reports = launch("kubeinfer_runtime.forkrun", tmp_path, env=env)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    assert [r["library_from"] for r in reports] == ["launcher", "launcher"]
+    assert "could not preload no_such_library" in ours.stderr, ours.stderr[-3000:]
+    alone, reports = launch("kubeinfer_runtime.forkrun", tmp_path, env=env, nproc=1)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert [r["library_from"] for r in reports] == [None]
+
+
+@pytest.mark.parametrize("task", sorted(TASK_MODULES))
+def test_the_preloaded_modules_exist_in_the_installed_libraries(task: str) -> None:
+    """A module renamed by a library upgrade would only log a warning in every pod: fail here instead."""
+    assert preload_env(task)[PRELOAD_ENV].split(",") == list(TASK_MODULES[task])
+    for name in TASK_MODULES[task]:
+        assert importlib.util.find_spec(name) is not None, f"{name} ({task}) is not in the installed libraries"
