@@ -104,16 +104,19 @@ def test_elastic_worker_pod_deleted_mid_job_is_replaced_alone(operator: Cluster,
     manifest = fault_job("elastic", job_namespace, nodes=3)
     manifest["spec"]["strategy"]["elastic"] = True
     name, _ = started(operator, job_namespace, manifest)
-    uids = {p["metadata"]["name"]: p["metadata"]["uid"]
-            for p in operator.items("pods", job_namespace, f"{naming.JOB_LABEL}={name}")}
+    uids: dict[str, set[str]] = {}
+
+    def note_pods() -> None:  # on every poll until Complete (the operator then deletes the pods)
+        for pod in operator.items("pods", job_namespace, f"{naming.JOB_LABEL}={name}"):
+            uids.setdefault(pod["metadata"]["name"], set()).add(pod["metadata"]["uid"])
+
+    note_pods()
     operator.kubectl("delete", "pod", worker(name, 1), "-n", job_namespace, "--wait=false")
-    job = operator.wait_condition(name, job_namespace, "Complete", TIMEOUT)
+    job = operator.wait_condition(name, job_namespace, "Complete", TIMEOUT, each_poll=note_pods)
     assert job["status"]["attempt"] == 0 and job["status"]["restarts"] == 1, job["status"]
-    after = {p["metadata"]["name"]: p["metadata"]["uid"]
-             for p in operator.items("pods", job_namespace, f"{naming.JOB_LABEL}={name}")}
-    survivors = [worker(name, 0), worker(name, 2)]
-    assert [after.get(pod) for pod in survivors] == [uids[pod] for pod in survivors], "the survivors were replaced"
-    assert after.get(worker(name, 1)) not in (None, uids[worker(name, 1)]), "the deleted pod was not replaced"
+    survivors = {pod: uids[pod] for pod in (worker(name, 0), worker(name, 2))}
+    assert all(len(seen) == 1 for seen in survivors.values()), f"the survivors were replaced: {survivors}"
+    assert len(uids[worker(name, 1)]) == 2, f"the deleted pod was not replaced once: {uids}"
     run = check_run(manifest)
     assert {int(entry["attempt"]) for entry in run.entries.values()} == {0}
 

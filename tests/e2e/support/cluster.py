@@ -197,11 +197,15 @@ class Cluster:
             raise AssertionError(f"{error}\nlast status: {json.dumps(last, indent=1)}") from None
         return found
 
-    def wait_condition(self, name: str, namespace: str, condition: str, timeout: float) -> Manifest:
-        """Wait until the job has `condition` True; fail at once if it ends the other way."""
+    def wait_condition(self, name: str, namespace: str, condition: str, timeout: float,
+                       each_poll: Callable[[], Any] | None = None) -> Manifest:
+        """Wait until the job has `condition` True; fail at once if it ends the other way. `each_poll` runs
+        before every look at the job (to watch something else while the job runs)."""
         end = {"Complete", "Failed"} - {condition}
 
         def check(job: Manifest) -> bool:
+            if each_poll is not None:
+                each_poll()
             current = conditions(job)
             for other in end:
                 if current.get(other, {}).get("status") == "True":

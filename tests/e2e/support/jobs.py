@@ -29,6 +29,8 @@ from kubeinfer_operator.builders.statefulset import resources
 
 #: kubeinfer_runtime.rank.ITEM_DELAY_ENV (not imported: that module loads torch)
 ITEM_DELAY_ENV = "KUBEINFER_TEST_ONLY_ITEM_DELAY_SECONDS"
+#: kubeinfer_runtime.outputs.RECORD_SECONDS_ENV: how old a rank's uncommitted items may get (default 5 s)
+RECORD_SECONDS_ENV = "KUBEINFER_COMMIT_RECORD_SECONDS"
 
 EXAMPLES = REPO / "examples"
 OUTPUT_BUCKET = "outputs"
@@ -64,9 +66,9 @@ def fault_job(name: str, namespace: str, prompts: int = 24, steps: int = 2, node
     spec["inputs"]["prompts"] = [f"fault test prompt {i}" for i in range(prompts)]
     spec["task"]["parameters"] = {**spec["task"]["parameters"], "num_inference_steps": steps}
     spec["workers"]["nodes"] = nodes
-    if item_delay:
-        spec["workers"]["env"] = [*spec["workers"].get("env", []),
-                                  {"name": ITEM_DELAY_ENV, "value": str(item_delay)}]
+    if item_delay:  # and each item is in the ledger (so in the job's progress) within a second, not five
+        spec["workers"]["env"] = [*spec["workers"].get("env", []), {"name": ITEM_DELAY_ENV, "value": str(item_delay)},
+                                  {"name": RECORD_SECONDS_ENV, "value": "1"}]
     spec["failurePolicy"] = {"maxRestarts": 3, "stallTimeoutSeconds": 300}
     spec.pop("ttlSecondsAfterFinished", None)
     return for_test(job, namespace)
