@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubeinfer_api.jobconfig import load_job_config, make_job_config
+from kubeinfer_api.jobconfig import JobConfig, make_job_config
 from kubeinfer_api.validation import parse_spec
 from kubeinfer_runtime.launch import preload_env
 
@@ -28,10 +28,15 @@ def make_items(count: int, seed: int = 7, start: int = 0) -> list[dict[str, Any]
             for i in range(start, start + count)]
 
 
+def job_config(spec: dict[str, Any], uid: str = "") -> JobConfig:
+    """The job config the operator would make from a (partial) spec dict."""
+    full = {"inputs": {"prompts": ["x"]}, "output": {"uri": "/tmp/unused"}, **spec}
+    return make_job_config("t", parse_spec(full), uid=uid)
+
+
 def job_json(spec: dict[str, Any], path: Path, uid: str = "") -> Path:
     """A job.json as the operator would write it, from a (partial) spec dict."""
-    full = {"inputs": {"prompts": ["x"]}, "output": {"uri": "/tmp/unused"}, **spec}
-    path.write_text(make_job_config("t", parse_spec(full), uid=uid).to_json())
+    path.write_text(job_config(spec, uid).to_json())
     return path
 
 
@@ -49,8 +54,9 @@ def launch(spec: dict[str, Any], model_dir: Path, cases: dict[str, list[dict[str
     cases_file = tmp / "cases.json"
     cases_file.write_text(json.dumps(cases))
     path = os.pathsep.join(str(REPO / p) for p in ("api", "runtime", "tests"))
-    job = job_json(spec, tmp / "job.json")
-    env = {**preload_env(load_job_config(job).spec.task.type), **os.environ, **(env or {}), "PYTHONPATH": path,
+    config, job = job_config(spec), tmp / "job.json"
+    job.write_text(config.to_json())
+    env = {**preload_env(config.spec.task.type), **os.environ, **(env or {}), "PYTHONPATH": path,
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-u", "-m", "kubeinfer_runtime.forkrun", "--nproc-per-node", str(nproc),
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(WORKER),

@@ -26,11 +26,10 @@ from e2e.support.cluster import REPO, Cluster, Manifest, job_manifest
 from kubeinfer_api.validation import parse_manifest
 from kubeinfer_operator.builders.env import threads_env
 from kubeinfer_operator.builders.statefulset import resources
+from kubeinfer_runtime.outputs import RECORD_SECONDS_ENV
 
 #: kubeinfer_runtime.rank.ITEM_DELAY_ENV (not imported: that module loads torch)
 ITEM_DELAY_ENV = "KUBEINFER_TEST_ONLY_ITEM_DELAY_SECONDS"
-#: kubeinfer_runtime.outputs.RECORD_SECONDS_ENV: how old a rank's uncommitted items may get (default 5 s)
-RECORD_SECONDS_ENV = "KUBEINFER_COMMIT_RECORD_SECONDS"
 
 EXAMPLES = REPO / "examples"
 OUTPUT_BUCKET = "outputs"
