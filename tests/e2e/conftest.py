@@ -48,7 +48,9 @@ def s3_server(e2e_session: Path) -> S3Server:
     folder = e2e_session / "s3"
     with shared.exclusive(e2e_session / "s3.lock"):
         if (folder / "s3.json").exists():
-            return S3Server.attach(folder)
+            server = S3Server.attach(folder)
+            server.check_running()  # else every test would fail on a refused connection, not on why
+            return server
         return S3Server(folder, detach=True).start()
 
 
@@ -126,8 +128,12 @@ def _has_default_serviceaccount(core: client.CoreV1Api, namespace: str) -> bool:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """On failure, attach the namespace's objects, its events and component log tails to the report."""
+    """On failure, attach the namespace's objects, its events and component log tails to the report; on a
+    failed setup, the shared MinIO's state (every e2e test needs it, and a refused connection says nothing)."""
     report: pytest.TestReport = yield
+    s3_folder = shared.session_of(item.config) / "s3"
+    if report.when == "setup" and report.failed and (s3_folder / "s3.json").exists():
+        report.sections.append(("shared MinIO", S3Server.attach(s3_folder).describe()))
     if report.when == "call" and report.failed:
         try:
             _attach_dumps(item, report)

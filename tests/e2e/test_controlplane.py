@@ -15,8 +15,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
+import localcluster.s3 as s3_module
 from e2e.conftest import Kubectl, wait_for
-from localcluster.binaries import binary, read_versions
+from localcluster.binaries import ProcessExitedError, binary, free_port, read_versions
 from localcluster.controlplane import POD_API_HOST, ControlPlane
 from localcluster.s3 import S3Server
 
@@ -197,6 +198,46 @@ def test_s3_server_stores_objects(s3_server: S3Server) -> None:
     s3.put_object(Bucket="roundtrip", Key="a/b.txt", Body=b"hello")
     assert s3.get_object(Bucket="roundtrip", Key="a/b.txt")["Body"].read() == b"hello"
     assert s3_server.pod_endpoint_url == f"http://{POD_API_HOST}:{s3_server.port}"
+
+
+def test_s3_server_chooses_again_when_its_port_is_taken_before_it_binds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers starting at once can pick the same free port; the one that cannot bind must not take the
+    other's answers for its own (the health probe is anonymous) but move to another port."""
+    with socket.socket() as taker:
+        taker.bind(("0.0.0.0", 0))
+        taker.listen()
+        picks: list[int | None] = []
+
+        def first_pick_taken(preferred: int | None = None) -> int:
+            picks.append(preferred)
+            return int(taker.getsockname()[1]) if len(picks) == 1 else free_port()
+
+        monkeypatch.setattr(s3_module, "free_port", first_pick_taken)
+        with S3Server(tmp_path / "s3") as server:
+            assert len(picks) == 2 and server.port != taker.getsockname()[1]
+            server.create_bucket("moved")
+            assert [b["Name"] for b in server.client().list_buckets()["Buckets"]] == ["moved"]
+
+
+def test_s3_server_restarted_onto_a_taken_port_fails_at_once_naming_it(tmp_path: Path) -> None:
+    """An outage test restarts MinIO on its port; if another server took it meanwhile, say so now (not after a
+    minute of probing), and never take that server's answers for ours."""
+    with S3Server(tmp_path / "holder") as holder:
+        stopped = S3Server(tmp_path / "stopped")
+        stopped.port, stopped.access_key, stopped.secret_key = holder.port, holder.access_key, "not-the-holders"
+        with pytest.raises(ProcessExitedError, match="already in use"):
+            stopped.restart()
+        with pytest.raises(RuntimeError, match="does not answer"):
+            stopped.check_running()  # the holder answers on that port, but not to these credentials
+        holder.check_running()
+
+
+def test_daemon_ports_lie_below_the_kernels_ephemeral_range() -> None:
+    """A port the kernel hands out (bind to 0, a client's local port) can be taken while its daemon restarts."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(free_port() < low for _ in range(20))
 
 
 def test_helm_installs_a_chart(control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:

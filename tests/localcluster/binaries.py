@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,8 +32,15 @@ _VERSION_KEYS = {
 }
 
 
+_DAEMON_PORTS_FROM = 20000
+
+
 class MissingBinaryError(RuntimeError):
     """A pinned binary has not been built on this machine yet."""
+
+
+class ProcessExitedError(RuntimeError):
+    """A daemon ended while we waited for it to become ready."""
 
 
 def cache_dir() -> Path:
@@ -68,8 +76,16 @@ def binary(name: str) -> Path:
 
 
 def free_port(preferred: int | None = None) -> int:
-    """A TCP port free on all interfaces: ``preferred`` if it is free, else one the kernel picks."""
-    for candidate in ([preferred] if preferred else []) + [0]:
+    """A TCP port free on all interfaces: ``preferred`` if it is free, else one below the kernel's ephemeral range.
+
+    A port the kernel hands out (``bind`` to 0, an outgoing connection's local port) can be taken by any of
+    the run's processes (gloo and TCPStore listeners, clients) the moment its daemon is down: MinIO
+    restarted on its port after an outage test could not bind it again. Below the ephemeral range only an
+    explicit bind takes a port, and the random pick keeps concurrent callers apart.
+    """
+    low = _ephemeral_low()
+    spread = list(range(_DAEMON_PORTS_FROM, low)) if low > _DAEMON_PORTS_FROM + 1000 else []
+    for candidate in ([preferred] if preferred else []) + random.sample(spread, min(len(spread), 64)) + [0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("0.0.0.0", candidate))
@@ -78,6 +94,14 @@ def free_port(preferred: int | None = None) -> int:
             port: int = sock.getsockname()[1]
             return port
     raise RuntimeError("no free TCP port")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _die_with_parent() -> None:
@@ -105,6 +129,9 @@ def spawn(
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{name}.log", "ab") as log:
+        # Dated, so a log that ends without a word (a SIGKILL) still tells which start it was and when.
+        log.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} starting {name}\n".encode())
+        log.flush()
         proc = subprocess.Popen(
             [str(a) for a in argv],
             stdin=subprocess.DEVNULL,
@@ -118,13 +145,13 @@ def spawn(
     return proc
 
 
-def _alive_as(pid: int, exe: str) -> bool:
+def alive_as(pid: int, exe: str | Path) -> bool:
     """True if ``pid`` is still the process we started (pids get reused)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
     except OSError:
         return False
-    return cmdline == exe
+    return cmdline == str(exe)
 
 
 def stop_pidfile(pid_file: Path, exe: Path, timeout: float = 15.0) -> None:
@@ -132,13 +159,13 @@ def stop_pidfile(pid_file: Path, exe: Path, timeout: float = 15.0) -> None:
     if not pid_file.exists():
         return
     pid = int(pid_file.read_text().strip())
-    if _alive_as(pid, str(exe)):
+    if alive_as(pid, exe):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive_as(pid, str(exe)) and time.monotonic() < deadline:
+        while alive_as(pid, exe) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.1)
-        if _alive_as(pid, str(exe)):
+        if alive_as(pid, exe):
             os.kill(pid, signal.SIGKILL)
         _reap(pid)
     pid_file.unlink(missing_ok=True)
@@ -150,20 +177,32 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float, log: Path | None = None) -> None:
-    """Poll ``check`` until it is true; on timeout raise with the tail of ``log``."""
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float,
+    log: Path | None = None,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Poll ``check`` until it is true; on timeout raise with the tail of ``log``; if ``process`` (the
+    daemon being waited for) exits meanwhile, raise ProcessExitedError at once with that tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and (code := process.poll()) is not None:
+            raise ProcessExitedError(_with_tail(f"{what} exited with {code}", log))
         try:
             if check():
                 return
         except Exception:  # not ready yet: any error means "try again"
             pass
         time.sleep(0.25)
+    raise TimeoutError(_with_tail(f"{what} not ready after {timeout:.0f}s", log))
+
+
+def _with_tail(message: str, log: Path | None) -> str:
     tail = log_tail(log) if log else ""
-    raise TimeoutError(
-        f"{what} not ready after {timeout:.0f}s" + (f"; last log lines of {log}:\n{tail}" if tail else "")
-    )
+    return message + (f"; last log lines of {log}:\n{tail}" if tail else "")
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

@@ -8,17 +8,29 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from localcluster.binaries import binary, binary_path, free_port, spawn, stop_pidfile, wait_until
+from localcluster.binaries import (
+    ProcessExitedError,
+    alive_as,
+    binary,
+    binary_path,
+    free_port,
+    log_tail,
+    spawn,
+    stop_pidfile,
+    wait_until,
+)
 from localcluster.controlplane import POD_API_HOST
 
 DEFAULT_PORT = 9000
 REGION = "us-east-1"
 _STATE = "s3.json"
+_START_ATTEMPTS = 3
+_PROBE: dict[str, Any] = {"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 5}
+_PORT_IN_USE = "port is already in use"  # MinIO's fatal message when it cannot bind
 
 
 class S3Server:
@@ -54,14 +66,51 @@ class S3Server:
         return self.logs / "minio.log"
 
     def start(self) -> S3Server:
-        """Start MinIO and wait until it answers its readiness probe."""
+        """Start MinIO on a free port and wait until it answers with our credentials.
+
+        The state file that ``attach`` reads is written only then: a worker attaching never finds a
+        server that did not come up. A port taken between choosing and binding it (MinIO then exits) is
+        chosen again.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port(DEFAULT_PORT)
         self.access_key = "kubeinfer"
         self.secret_key = secrets.token_hex(16)
+        for attempt in range(_START_ATTEMPTS):
+            self.port = free_port(DEFAULT_PORT if attempt == 0 else None)
+            try:
+                self._run("minio")
+                break
+            except ProcessExitedError as error:
+                if _PORT_IN_USE not in str(error) or attempt == _START_ATTEMPTS - 1:
+                    raise
         state = {"port": self.port, "access_key": self.access_key, "secret_key": self.secret_key}
         (self.workdir / _STATE).write_text(json.dumps(state))
         (self.workdir / _STATE).chmod(0o600)
+        return self
+
+    def restart(self) -> None:
+        """Start MinIO again on the same port, data and credentials (after ``stop``): clients keep their endpoint."""
+        self._run("minio (restarted)")
+
+    def stop(self) -> None:
+        stop_pidfile(self.logs / "minio.pid", binary_path("minio"))
+
+    def check_running(self) -> None:
+        """Raise, with MinIO's log tail, unless this server answers (a shared one another worker started)."""
+        try:
+            self.client(probe=True).list_buckets()
+        except Exception as error:
+            raise RuntimeError(f"MinIO at {self.endpoint_url} ({self.workdir}) does not answer: {error}; last log "
+                               f"lines of {self.log_file}:\n{log_tail(self.log_file)}") from None
+
+    def describe(self) -> str:
+        """Whether the process in the pid file still runs, and the log's tail: for a test's failure report."""
+        pid_file = self.logs / "minio.pid"
+        pid = pid_file.read_text().strip() if pid_file.exists() else "(no pid file)"
+        state = "running" if pid.isdigit() and alive_as(int(pid), binary_path("minio")) else "not running"
+        return f"MinIO pid {pid} {state}, port {self.port}; last log lines:\n{log_tail(self.log_file, 20)}"
+
+    def _run(self, what: str) -> None:
         env = {
             "MINIO_ROOT_USER": self.access_key,
             "MINIO_ROOT_PASSWORD": self.secret_key,
@@ -71,22 +120,19 @@ class S3Server:
         }
         argv: list[str | Path] = [
             binary("minio"),
-            "server",
-            "--quiet",
+            "server",  # not --quiet: the log then says when it started, and why it exited
             "--address",
             f"0.0.0.0:{self.port}",
             self.workdir / "data",
         ]
-        spawn("minio", argv, self.logs, env=env, detach=self.detach)
+        process = spawn("minio", argv, self.logs, env=env, detach=self.detach)
+        client = self.client(probe=True)
         try:
-            wait_until(self._ready, "minio", 60, self.log_file)
+            # Authenticated: another server that took the port answers the health probe, not our credentials.
+            wait_until(lambda: client.list_buckets() is not None, what, 60, self.log_file, process=process)
         except BaseException:
             self.stop()
             raise
-        return self
-
-    def stop(self) -> None:
-        stop_pidfile(self.logs / "minio.pid", binary_path("minio"))
 
     def __enter__(self) -> S3Server:
         return self.start()
@@ -103,8 +149,8 @@ class S3Server:
             "AWS_DEFAULT_REGION": REGION,
         }
 
-    def client(self) -> Any:
-        """A boto3 S3 client for this server."""
+    def client(self, *, probe: bool = False) -> Any:
+        """A boto3 S3 client for this server (``probe``: one attempt, short timeouts, to ask whether it is up)."""
         import boto3
         from botocore.config import Config
 
@@ -114,7 +160,7 @@ class S3Server:
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+            config=Config(s3={"addressing_style": "path"}, **(_PROBE if probe else {"retries": {"max_attempts": 3}})),
         )
 
     def create_bucket(self, name: str) -> None:
@@ -122,8 +168,3 @@ class S3Server:
         s3 = self.client()
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=name)
-
-    def _ready(self) -> bool:
-        url = f"{self.endpoint_url}/minio/health/ready"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return bool(response.status == 200)

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from typing import Any
 from e2e.support import shared
 from e2e.support.cluster import Cluster
 from e2e.support.policies import CACHE_HOST_DIR
-from localcluster.binaries import binary, spawn, wait_until
+from localcluster.binaries import alive_as, binary
 from localcluster.controlplane import ControlPlane
 from localcluster.node_agent.launcher import NodeAgentProcess, container_log, pod_processes
-from localcluster.s3 import REGION, S3Server
+from localcluster.s3 import S3Server
 
 OPERATOR_IMAGE = "kubeinfer/kubeinfer-operator"
 WORKER_IMAGE = "kubeinfer/kubeinfer-runtime"
@@ -110,7 +109,7 @@ class LocalBackend:
     def _agent_alive(self, node: str) -> bool:
         assert self.session is not None
         pidfile = shared.agent_pidfile(self.session, node)
-        return pidfile.exists() and shared.alive_as(int(pidfile.read_text()), sys.executable)
+        return pidfile.exists() and alive_as(int(pidfile.read_text()), sys.executable)
 
     def chart_values(self) -> list[str]:
         """The images, and the Kueue integration on: it acts only for jobs naming a LocalQueue, and the
@@ -177,19 +176,7 @@ class LocalBackend:
 
     def start_s3(self) -> None:
         """Start MinIO again on the same port, data and credentials, so pods keep their endpoint."""
-        env = {
-            "MINIO_ROOT_USER": self.s3.access_key, "MINIO_ROOT_PASSWORD": self.s3.secret_key,
-            "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_REGION": REGION,
-        }  # fmt: skip
-        argv: list[str | Path] = [
-            binary("minio"), "server", "--quiet", "--address", f"0.0.0.0:{self.s3.port}", self.s3.workdir / "data",
-        ]  # fmt: skip
-        spawn("minio", argv, self.s3.logs, env=env, detach=self.s3.detach)
-        wait_until(self._s3_ready, "minio (restarted)", 60, self.s3.log_file)
-
-    def _s3_ready(self) -> bool:
-        with urllib.request.urlopen(f"{self.s3.endpoint_url}/minio/health/ready", timeout=5) as response:
-            return bool(response.status == 200)
+        self.s3.restart()
 
     def log_files(self) -> list[Path]:
         agent_logs = sorted(self.workdir.glob("agent-*.log"))

@@ -136,14 +136,6 @@ def reap_abandoned() -> None:
         teardown(session)
 
 
-def alive_as(pid: int, exe: str) -> bool:
-    """True if `pid` still runs `exe` (pids get reused)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() == exe
-    except OSError:
-        return False
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
