@@ -46,7 +46,7 @@ def control_plane(e2e_session: Path) -> ControlPlane:
 @pytest.fixture(scope="session")
 def s3_server(e2e_session: Path) -> S3Server:
     folder = e2e_session / "s3"
-    with shared.exclusive(e2e_session / "s3.lock"):
+    with shared.access(e2e_session, alone=False), shared.exclusive(e2e_session / "s3.lock"):  # see fixtures.py
         if (folder / "s3.json").exists():
             server = S3Server.attach(folder)
             server.check_running()  # else every test would fail on a refused connection, not on why

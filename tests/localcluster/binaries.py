@@ -33,6 +33,7 @@ _VERSION_KEYS = {
 
 
 _DAEMON_PORTS_FROM = 20000
+_PORT_PICKS = random.SystemRandom()  # not the module's generator, which a test may seed alike in every worker
 
 
 class MissingBinaryError(RuntimeError):
@@ -85,7 +86,7 @@ def free_port(preferred: int | None = None) -> int:
     """
     low = _ephemeral_low()
     spread = list(range(_DAEMON_PORTS_FROM, low)) if low > _DAEMON_PORTS_FROM + 1000 else []
-    for candidate in ([preferred] if preferred else []) + random.sample(spread, min(len(spread), 64)) + [0]:
+    for candidate in ([preferred] if preferred else []) + _PORT_PICKS.sample(spread, min(len(spread), 64)) + [0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("0.0.0.0", candidate))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import time
@@ -21,6 +22,9 @@ marker = Path({marker!r})
 with shared.access(Path({session!r}), alone={alone}):
     marker.with_suffix(".in").write_text(repr(time.monotonic()))
     while not marker.with_suffix(".release").exists():
+        if marker.with_suffix(".nest").exists() and not marker.with_suffix(".nested").exists():
+            with shared.access(Path({session!r}), alone=False):  # a session fixture set up inside a test
+                marker.with_suffix(".nested").touch()
         time.sleep(0.01)
     marker.with_suffix(".out").write_text(repr(time.monotonic()))
 """
@@ -87,6 +91,21 @@ def test_a_waiting_serial_holder_keeps_new_shared_ones_out(tmp_path: Path) -> No
     assert late.time(".in") >= serial.time(".out")
 
 
+def test_a_shared_holder_enters_again_past_a_waiting_serial_one(tmp_path: Path) -> None:
+    """A session fixture set up inside a test's shared access must not queue behind the serial test that waits
+    for that access to end: both would wait for ever."""
+    first = Holder(tmp_path, "first", alone=False)
+    wait_until(first.entered, "the first shared holder")
+    serial = Holder(tmp_path, "serial", alone=True)
+    wait_until(lambda: blocked_on_flock(serial.proc.pid), "the serial holder to wait")
+    first.marker.with_suffix(".nest").touch()
+    wait_until(first.marker.with_suffix(".nested").exists, "the shared holder's nested entry", timeout=20)
+    assert not serial.entered()
+    first.release()
+    wait_until(serial.entered, "the serial holder")
+    serial.release()
+
+
 def test_reaping_removes_dead_runs_and_keeps_live_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shared, "sessions_root", lambda: tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -95,3 +114,25 @@ def test_reaping_removes_dead_runs_and_keeps_live_ones(tmp_path: Path, monkeypat
     live = shared.ensure(tmp_path / "1-bbbbbb", 1)  # pid 1 is alive
     shared.reap_abandoned()
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+
+
+#: Session fixtures that may be set up outside the cluster access: no serial test stops what they use.
+OUTSIDE_ACCESS = {"e2e_session": "a folder", "control_plane": "never stopped", "api_client": "a client",
+                  "kubectl": "a function"}
+
+
+def test_session_fixtures_that_use_the_cluster_take_the_access() -> None:
+    """pytest sets up a session fixture before a test's own access: one that used the cluster then ran while a
+    serial test had MinIO stopped, and its error was re-raised for every later test of the worker (CI, 87)."""
+    e2e = Path(__file__).parents[1] / "e2e"
+    unguarded = []
+    for path in [*e2e.glob("*.py"), *e2e.glob("support/*.py")]:
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.FunctionDef) or not any(
+                    "fixture" in ast.unparse(d) and "scope='session'" in ast.unparse(d) for d in node.decorator_list):
+                continue
+            body = ast.get_source_segment(source, node) or ""
+            if node.name not in OUTSIDE_ACCESS and "shared.access(" not in body and "_beside_serial_tests(" not in body:
+                unguarded.append(f"{path.name}::{node.name}")
+    assert not unguarded, f"session fixtures that use the cluster outside shared.access: {unguarded}"

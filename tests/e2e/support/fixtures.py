@@ -39,7 +39,7 @@ def cluster(request: pytest.FixtureRequest) -> Cluster:
     backend = LocalBackend(request.getfixturevalue("control_plane"), request.getfixturevalue("s3_server"),
                            session / "nodes", session=session)
     facade = Cluster(backend)
-    with shared.exclusive(session / "buckets.lock"):
+    with _beside_serial_tests(facade), shared.exclusive(session / "buckets.lock"):
         _create_buckets(facade)
     return facade
 
@@ -57,14 +57,15 @@ def nodes(cluster: Cluster) -> Cluster:
     from e2e.support.local import LocalBackend
 
     if isinstance(cluster.backend, LocalBackend):
-        cluster.backend.ensure_agents()
+        with _beside_serial_tests(cluster):
+            cluster.backend.ensure_agents()
     return cluster
 
 
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> Cluster:
     """The generated CRD, established in the apiserver."""
-    with _setup_lock(cluster, "crd"):
+    with _beside_serial_tests(cluster), _setup_lock(cluster, "crd"):
         cluster.install_crd()
     return cluster
 
@@ -76,6 +77,14 @@ def ensure_operator(cluster: Cluster) -> Cluster:
             cluster.install_operator(upgrade=True)
     cluster.wait_operator_running()
     return cluster
+
+
+def _beside_serial_tests(cluster: Cluster) -> contextlib.AbstractContextManager[None]:
+    """Session fixtures are set up before a test's own access to the cluster (pytest sets up wider scopes
+    first): one that uses the cluster takes that access itself. Else it ran while a serial test had MinIO
+    stopped (CI: a bucket listing refused), and pytest re-raised that error for every later test of the worker."""
+    session = getattr(cluster.backend, "session", None)
+    return shared.access(session, alone=False) if session is not None else contextlib.nullcontext()
 
 
 def _setup_lock(cluster: Cluster, what: str) -> contextlib.AbstractContextManager[None]:
@@ -110,5 +119,5 @@ def job_namespace(request: pytest.FixtureRequest, cluster: Cluster) -> Iterator[
 @pytest.fixture(scope="session")
 def tiny_models(cluster: Cluster) -> dict[str, Path]:
     """The tiny random models built offline (cached) and uploaded to s3://models/tiny-<kind>/."""
-    with _setup_lock(cluster, "tiny-models"):
+    with _beside_serial_tests(cluster), _setup_lock(cluster, "tiny-models"):
         return upload_tiny_models(cluster.backend.s3_client())

@@ -70,7 +70,7 @@ def exclusive(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-_ALONE: set[Path] = set()  # sessions in which this process runs alone (a serial module holds it)
+_HELD: dict[Path, bool] = {}  # the sessions this process holds, and whether alone
 
 
 @contextlib.contextmanager
@@ -78,10 +78,14 @@ def access(session: Path, *, alone: bool) -> Iterator[None]:
     """Run a test beside others (shared lock) or alone (exclusive lock).
 
     A turnstile taken first by everyone, and held by a waiting exclusive test, stops new tests from
-    starting meanwhile, so a serial test is not starved by a stream of shared ones. Re-entrant for
-    a process already running alone (a serial module's tests inside its module-wide hold).
+    starting meanwhile, so a serial test is not starved by a stream of shared ones. Re-entrant: a process
+    that holds the session (a serial module's tests inside its module-wide hold, a session fixture set up
+    inside a test's access) does not queue again, where it would wait behind a serial test that waits for it.
     """
-    if session in _ALONE:
+    held = _HELD.get(session)
+    if held is not None:
+        if alone and not held:
+            raise RuntimeError("a serial test cannot take the cluster alone while this process holds it shared")
         yield
         return
     session.mkdir(parents=True, exist_ok=True)
@@ -90,12 +94,11 @@ def access(session: Path, *, alone: bool) -> Iterator[None]:
         fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         if not alone:
             fcntl.flock(turnstile, fcntl.LOCK_UN)
-        else:
-            _ALONE.add(session)
+        _HELD[session] = alone
         try:
             yield
         finally:
-            _ALONE.discard(session)
+            del _HELD[session]
             fcntl.flock(lock, fcntl.LOCK_UN)
             fcntl.flock(turnstile, fcntl.LOCK_UN)
 
