@@ -73,8 +73,11 @@ def run_ranks(argv: list[str], env: dict[str, str], run_dir: Path, stopped: thre
     proc = subprocess.Popen(argv, env={**QUIET, **env, RUN_DIR_ENV: str(run_dir)})
     stop = stopped if stopped is not None else threading.Event()
     waiting = threading.Event()  # raise only inside the plain wait below, never from the cleanup
+    ranks_at_stop: list[bool] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        if not ranks_at_stop:
+            ranks_at_stop.append(has_children(proc.pid))  # before the launcher can pass the signal on
         proc.send_signal(signum)
         stop.set()
         if waiting.is_set():
@@ -90,24 +93,30 @@ def run_ranks(argv: list[str], env: dict[str, str], run_dir: Path, stopped: thre
             code = proc.wait()
             waiting.clear()
         except _Stopped:
-            code = wait_stopping(proc)
+            code = wait_stopping(proc, ranks_at_stop[0])
         return code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def wait_stopping(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for a launcher told to stop; kill it once it has had no ranks for LAUNCHER_GRACE_S (its exit code
-    is then 0: its ranks succeeded or never started; a failed group ends the launcher by itself)."""
+def wait_stopping(proc: subprocess.Popen[bytes], had_ranks: bool) -> int:
+    """Wait for a launcher told to stop; kill it once it has had no ranks for LAUNCHER_GRACE_S.
+
+    Where it had no ranks from the stop on (they had all succeeded, or had not started), the pod's result is
+    0 however the launcher ends: killed here, or by its own handler (torch's SignalException, exit 1) where
+    the signal caught it between two store calls. A 1 would read as a crash (a preempted pod whose work was
+    done counted as a failure). A launcher that had ranks keeps its code: a drained rank's error says why.
+    """
     idle_since: float | None = None
     while True:
         try:
-            return proc.wait(timeout=0.5)
+            code = proc.wait(timeout=0.5)
+            return code if had_ranks else 0
         except subprocess.TimeoutExpired:
             pass
         if has_children(proc.pid):
-            idle_since = None
+            had_ranks, idle_since = True, None
         elif idle_since is None:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since > LAUNCHER_GRACE_S:
