@@ -230,7 +230,7 @@ def test_s3_server_restarted_onto_a_taken_port_fails_at_once_naming_it(tmp_path:
         with pytest.raises(ProcessExitedError, match="already in use"):
             stopped.restart()
         with pytest.raises(RuntimeError, match="does not answer"):
-            stopped.check_running()  # the holder answers on that port, but not to these credentials
+            stopped.check_running(timeout=3)  # the holder answers on that port, but not to these credentials
         holder.check_running()
 
 

@@ -95,13 +95,15 @@ class S3Server:
     def stop(self) -> None:
         stop_pidfile(self.logs / "minio.pid", binary_path("minio"))
 
-    def check_running(self) -> None:
-        """Raise, with MinIO's log tail, unless this server answers (a shared one another worker started)."""
+    def check_running(self, timeout: float = 30) -> None:
+        """Raise, with MinIO's log tail, unless this server answers within ``timeout`` (a shared one another
+        worker started: a busy machine may keep it from answering one probe in time, not for long)."""
+        client = self.client(probe=True)
         try:
-            self.client(probe=True).list_buckets()
-        except Exception as error:
-            raise RuntimeError(f"MinIO at {self.endpoint_url} ({self.workdir}) does not answer: {error}; last log "
-                               f"lines of {self.log_file}:\n{log_tail(self.log_file)}") from None
+            wait_until(lambda: client.list_buckets() is not None, f"MinIO at {self.endpoint_url}", timeout,
+                       self.log_file)
+        except TimeoutError as error:
+            raise RuntimeError(f"{error} ({self.workdir}): it does not answer") from None
 
     def describe(self) -> str:
         """Whether the process in the pid file still runs, and the log's tail: for a test's failure report."""
