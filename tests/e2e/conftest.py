@@ -131,9 +131,8 @@ def pytest_runtest_makereport(
     """On failure, attach the namespace's objects, its events and component log tails to the report; on a
     failed setup, the shared MinIO's state (every e2e test needs it, and a refused connection says nothing)."""
     report: pytest.TestReport = yield
-    s3_folder = shared.session_of(item.config) / "s3"
-    if report.when == "setup" and report.failed and (s3_folder / "s3.json").exists():
-        report.sections.append(("shared MinIO", S3Server.attach(s3_folder).describe()))
+    if report.when == "setup" and report.failed:
+        report.sections.append(("shared MinIO", _shared_minio_state(item.config)))
     if report.when == "call" and report.failed:
         try:
             _attach_dumps(item, report)
@@ -143,6 +142,14 @@ def pytest_runtest_makereport(
             # and hide the test's real failure.
             report.sections.append(("diagnostics", f"could not collect the diagnostics: {error!r}"))
     return report
+
+
+def _shared_minio_state(config: pytest.Config) -> str:
+    folder = shared.session_of(config) / "s3"
+    try:
+        return S3Server.attach(folder).describe() if (folder / "s3.json").exists() else "not started yet"
+    except Exception as error:  # never fail the report hook (see below)
+        return f"could not read it: {error!r}"
 
 
 def _attach_dumps(item: pytest.Item, report: pytest.TestReport) -> None:
