@@ -85,7 +85,7 @@ def free_port(preferred: int | None = None) -> int:
     explicit bind takes a port, and the random pick keeps concurrent callers apart.
     """
     low = _ephemeral_low()
-    spread = list(range(_DAEMON_PORTS_FROM, low)) if low > _DAEMON_PORTS_FROM + 1000 else []
+    spread = range(_DAEMON_PORTS_FROM, max(low, _DAEMON_PORTS_FROM))
     for candidate in ([preferred] if preferred else []) + _PORT_PICKS.sample(spread, min(len(spread), 64)) + [0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:

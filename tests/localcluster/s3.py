@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import subprocess
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -98,10 +99,8 @@ class S3Server:
     def check_running(self, timeout: float = 30) -> None:
         """Raise, with MinIO's log tail, unless this server answers within ``timeout`` (a shared one another
         worker started: a busy machine may keep it from answering one probe in time, not for long)."""
-        client = self.client(probe=True)
         try:
-            wait_until(lambda: client.list_buckets() is not None, f"MinIO at {self.endpoint_url}", timeout,
-                       self.log_file)
+            self._wait_answering(f"MinIO at {self.endpoint_url}", timeout)
         except TimeoutError as error:
             raise RuntimeError(f"{error} ({self.workdir}): it does not answer") from None
 
@@ -128,13 +127,16 @@ class S3Server:
             self.workdir / "data",
         ]
         process = spawn("minio", argv, self.logs, env=env, detach=self.detach)
-        client = self.client(probe=True)
         try:
-            # Authenticated: another server that took the port answers the health probe, not our credentials.
-            wait_until(lambda: client.list_buckets() is not None, what, 60, self.log_file, process=process)
+            self._wait_answering(what, 60, process)
         except BaseException:
             self.stop()
             raise
+
+    def _wait_answering(self, what: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+        """Authenticated: another server that took the port answers the health probe, not our credentials."""
+        client = self.client(probe=True)
+        wait_until(lambda: client.list_buckets() is not None, what, timeout, self.log_file, process=process)
 
     def __enter__(self) -> S3Server:
         return self.start()
