@@ -567,6 +567,10 @@ def test_agent_shutdown_fails_its_pods_like_a_node_shutdown(
         core.delete_node(node)
 
 
+def _taints(node: Any) -> list[tuple[str, str]]:
+    return [(t.key, t.effect) for t in node.spec.taints or []]
+
+
 def _ready(conditions: Any) -> str:
     return str({c.type: c.status for c in conditions or []}.get("Ready"))
 
@@ -590,8 +594,11 @@ def test_paused_agent_makes_node_not_ready_and_recovers(
         agent.start()
         node = core.read_node("na-pause")
         assert node.status.capacity["nvidia.com/gpu"] == "2" and node.status.allocatable["cpu"] == "8"
-        assert [(t.key, t.effect) for t in node.spec.taints] == [("kubeinfer-e2e/pool", "NoSchedule")], \
+        assert ("kubeinfer-e2e/pool", "NoSchedule") in _taints(node), \
             "registered with its taint (--register-with-taints), so no other test's pod lands there"
+        # The node-lifecycle controller may have tainted it not-ready before its first status; Ready clears that.
+        wait_for(lambda: _taints(core.read_node("na-pause")) == [("kubeinfer-e2e/pool", "NoSchedule")],
+                 "na-pause to carry only its own taint once Ready", 30)
         pod = pool_pod("steady", "import time; time.sleep(3600)", nodeName="na-pause", restartPolicy="Always")
         core.create_namespaced_pod(namespace, pod)
         wait_for(lambda: pod_ready() == "True", "steady to be Ready", 60)
