@@ -107,7 +107,8 @@ def test_quota_for_one_job_admits_them_one_after_the_other(queue: str, kueue: Cl
     assert not pods(kueue, queue, "beta"), "a queued job has no pods"
     assert "insufficient unused quota" in conditions(job)["Queued"]["message"], job["status"]["message"]
     alpha = kueue.wait_condition("alpha", queue, "Complete", TIMEOUT)
-    assert wl_condition(workload(kueue, queue, "alpha"), "Finished"), "quota not released"
+    # The operator marks the Workload Finished in the same pass that writes Complete, just after it.
+    wait_for(lambda: wl_condition(workload(kueue, queue, "alpha"), "Finished"), "alpha's quota released", 30)
     beta = kueue.wait_condition("beta", queue, "Complete", TIMEOUT)
     for manifest, done in ((first, alpha), (second, beta)):
         assert len(job_outputs(kueue, queue, manifest["metadata"]["name"]).items) == item_count(manifest)
